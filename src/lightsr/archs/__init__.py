@@ -1,0 +1,23 @@
+"""Network definitions. Importing this package registers every network variant."""
+
+from lightsr.archs.registry import (
+    ArchSpec,
+    Detection,
+    arch_specs,
+    build_model,
+    get_arch,
+    list_models,
+    register_arch,
+    register_detector,
+)
+
+__all__ = [
+    "ArchSpec",
+    "Detection",
+    "arch_specs",
+    "build_model",
+    "get_arch",
+    "list_models",
+    "register_arch",
+    "register_detector",
+]

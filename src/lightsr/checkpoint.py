@@ -1,0 +1,98 @@
+"""Reading and writing checkpoint files (.pth/.pt/.safetensors), independent of networks."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lightsr.errors import CheckpointError
+
+# Keys under which training frameworks wrap the weights, most preferred first
+# (BasicSR test configs load the EMA weights when both are present).
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
+METADATA_KEYS = ("network", "variant", "scale")
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load the tensors of a checkpoint file and its metadata (empty unless safetensors).
+
+    Unwraps ``params_ema``/``params``/``state_dict``/``model`` containers and strips the
+    ``module.`` prefix that DataParallel/DDP adds. Pickles are loaded with
+    ``weights_only=True`` so a checkpoint cannot run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        try:
+            tensors = load_file(str(path))
+            with open(path, "rb") as f:
+                header_len = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(header_len))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        return normalize_state_dict(tensors), dict(header.get("__metadata__", {}) or {})
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe pickles
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    return normalize_state_dict(obj), {}
+
+
+def normalize_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """Unwrap a checkpoint container into a flat ``{key: tensor}`` dict."""
+    while isinstance(obj, Mapping):
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if wrapper is None:
+            break
+        obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError("checkpoint holds no state dict")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError("checkpoint holds no tensors")
+    return {_strip_module(k): v for k, v in tensors.items()}
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def save_safetensors(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``state_dict`` atomically as safetensors with string metadata.
+
+    Args:
+        half: store floating tensors as float16 (halves the size; fine for inference).
+    """
+    path = Path(path)
+    tensors = {}
+    for key, value in state_dict.items():
+        value = value.detach().cpu().contiguous()
+        if half and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

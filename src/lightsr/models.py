@@ -1,0 +1,179 @@
+"""Loaded models: :class:`SRModel` and :func:`load_model` with checkpoint auto-detection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightsr.archs.registry import ArchSpec, Detection, arch_specs, build_model, detectors, get_arch
+from lightsr.checkpoint import METADATA_KEYS, read_state_dict
+from lightsr.errors import CheckpointError
+
+StateDictLike = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class SRModel:
+    """A network with its identity and pixel-range conventions.
+
+    ``module`` takes input exactly as the official network does (same value range, same
+    mean handling), so it is a drop-in replacement. :meth:`upscale` takes and returns float
+    RGB in [0, 1] and hides those conventions.
+    """
+
+    module: nn.Module
+    spec: ArchSpec
+    scale: int
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        """Network family (``"fmen"``)."""
+        return self.spec.family
+
+    @property
+    def variant(self) -> str:
+        """Registry name of the variant (``"fmen_s"``)."""
+        return self.spec.name
+
+    @property
+    def input_range(self) -> float:
+        return self.spec.input_range
+
+    def to(self, *args: Any, **kwargs: Any) -> SRModel:
+        self.module.to(*args, **kwargs)
+        return self
+
+    @torch.inference_mode()
+    def upscale(self, image: torch.Tensor) -> torch.Tensor:
+        """Super-resolve ``image``: float RGB in [0, 1], shape (3,H,W) or (N,3,H,W).
+
+        Returns the unclamped network output in [0, 1] units, shape (…,3,sH,sW). The official
+        test-pipeline padding (``spec.pad_multiple``) is applied and cropped away.
+        """
+        batched = image.dim() == 4
+        x = image if batched else image.unsqueeze(0)
+        h, w = x.shape[-2:]
+        multiple = self.spec.pad_multiple
+        if multiple > 1:
+            x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="reflect")
+        param = next(self.module.parameters())
+        x = x.to(device=param.device, dtype=param.dtype)
+        y = self.module(x * self.spec.input_range) / self.spec.input_range
+        y = y[..., : h * self.scale, : w * self.scale]
+        return y if batched else y.squeeze(0)
+
+
+def model_from_state_dict(
+    state_dict: StateDictLike, metadata: Mapping[str, str] | None = None, source: str = ""
+) -> SRModel:
+    """Detect the network in ``state_dict``, build it and load the weights strictly."""
+    state_dict = dict(state_dict)
+    detection = _detect_from_metadata(state_dict, metadata or {}) or _detect(state_dict)
+    if detection is None:
+        raise CheckpointError(_mismatch_message(state_dict, source))
+    spec = get_arch(detection.name)
+    module = build_model(spec.name, detection.scale, **detection.overrides)
+    missing, unexpected = _load_strict(module, detection.state_dict)
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        kind = "missing" if missing else "unexpected"
+        raise CheckpointError(
+            f"{source or 'checkpoint'} looks like {spec.name} x{detection.scale} "
+            f"but key {first!r} is {kind}"
+        )
+    module.eval()
+    return SRModel(module=module, spec=spec, scale=detection.scale, source=source)
+
+
+def load_model(checkpoint: str | os.PathLike | StateDictLike) -> SRModel:
+    """Load a model from a checkpoint path, an official-weights name or a state dict.
+
+    Accepts ``.pth``/``.pt``/``.safetensors`` files, plain or wrapped state dicts
+    (``params``, ``params_ema``, ``state_dict``, ``model``) and names of published
+    checkpoints (``"emt_x2_official"``, see ``lightsr models``). The network, variant and
+    scale are detected from key names and tensor shapes alone.
+
+    Raises:
+        CheckpointError: the file is unreadable or matches no known network; the message
+            names the closest network and the first mismatching key.
+    """
+    if isinstance(checkpoint, Mapping):
+        from lightsr.checkpoint import normalize_state_dict
+
+        return model_from_state_dict(normalize_state_dict(checkpoint), source="state dict")
+    path = Path(checkpoint)
+    if not path.exists() and _looks_like_weights_name(str(checkpoint)):
+        from lightsr.hub import fetch_weights
+
+        path = fetch_weights(str(checkpoint))
+    state_dict, metadata = read_state_dict(path)
+    return model_from_state_dict(state_dict, metadata, source=str(path))
+
+
+def _looks_like_weights_name(text: str) -> bool:
+    return os.sep not in text and "." not in text
+
+
+def _detect_from_metadata(state_dict: dict, metadata: Mapping[str, str]) -> Detection | None:
+    """Use the metadata that ``lightsr convert`` writes, when present."""
+    if not all(k in metadata for k in METADATA_KEYS):
+        return None
+    overrides = {}
+    if metadata.get("form") == "deploy":
+        overrides["deploy"] = True
+    return Detection(
+        name=metadata["variant"],
+        scale=int(metadata["scale"]),
+        state_dict=state_dict,
+        overrides=overrides,
+    )
+
+
+def _detect(state_dict: dict) -> Detection | None:
+    for detector in detectors().values():
+        found = detector(state_dict)
+        if found is not None:
+            return found
+    return None
+
+
+def _load_strict(module: nn.Module, state_dict: StateDictLike) -> tuple[list[str], list[str]]:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        return missing, unexpected
+    for key, value in state_dict.items():
+        if expected[key].shape != value.shape:
+            raise CheckpointError(
+                f"key {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict(state_dict, strict=True)
+    return [], []
+
+
+def _mismatch_message(state_dict: StateDictLike, source: str) -> str:
+    """Name the registered variant whose keys overlap most with ``state_dict``."""
+    keys = set(state_dict)
+    best: tuple[float, str, str] | None = None
+    for spec in arch_specs():
+        expected = list(build_model(spec.name, spec.scales[-1]).state_dict())
+        overlap = len(keys.intersection(expected)) / max(len(expected), 1)
+        first_bad = next((k for k in expected if k not in keys), None) or next(iter(keys), "")
+        if best is None or overlap > best[0]:
+            best = (overlap, spec.name, first_bad)
+    where = source or "checkpoint"
+    if best is None or best[0] == 0.0:
+        return f"{where}: matches no known network (first key {next(iter(keys), '')!r})"
+    return (
+        f"{where}: matches no known network; closest is {best[1]} "
+        f"({best[0]:.0%} of its keys), first mismatching key {best[2]!r}"
+    )
