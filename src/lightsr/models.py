@@ -177,3 +177,43 @@ def _mismatch_message(state_dict: StateDictLike, source: str) -> str:
         f"{where}: matches no known network; closest is {best[1]} "
         f"({best[0]:.0%} of its keys), first mismatching key {best[2]!r}"
     )
+
+
+def default_weights_path(scale: int) -> Path:
+    """Path of the built-in default weights for ``scale`` (shipped inside the package)."""
+    from lightsr.paths import package_weights_dir
+
+    return package_weights_dir() / f"default_x{scale}.safetensors"
+
+
+def load_default_model(scale: int) -> SRModel:
+    """The built-in default model for ``scale``; works offline."""
+    path = default_weights_path(scale)
+    if not path.is_file():
+        raise CheckpointError(f"no built-in default model for x{scale}")
+    return load_model(path)
+
+
+def resolve_model(model: str | None, weights: str | os.PathLike | None, scale: int) -> SRModel:
+    """Turn the CLI's ``--model``/``--weights`` pair into a loaded model.
+
+    ``weights`` wins when given. Otherwise ``model`` may be ``None``/``"default"`` (the
+    built-in default weights), the name of a published checkpoint (``"emt_x2_official"``) or
+    a variant name (``"emt"``), which resolves to its published weights at ``scale``.
+    """
+    if weights is not None:
+        loaded = load_model(weights)
+    elif model is None or model == "default":
+        return load_default_model(scale)
+    else:
+        from lightsr.hub import find_official, official_names
+
+        name = model if model in official_names() else find_official(get_arch(model).name, scale)
+        if name is None:
+            raise CheckpointError(
+                f"no published weights for {model} x{scale}; pass --weights PATH"
+            )
+        loaded = load_model(name)
+    if loaded.scale != scale:
+        raise CheckpointError(f"{loaded.source} is a x{loaded.scale} model, not x{scale}")
+    return loaded
