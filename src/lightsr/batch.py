@@ -171,10 +171,13 @@ def plan_jobs(
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     candidates = folder.rglob("*") if recursive else folder.iterdir()
+    # Hidden files are skipped: they include other programs' partial writes.
     return sorted(
         path
         for path in candidates
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not path.name.startswith(".")
     )
 
 
@@ -196,9 +199,7 @@ def _check_targets(jobs: Sequence[Job]) -> None:
         if key == job.source.resolve():
             raise UsageError(f"{job.source}: the output would replace the input; use --suffix")
         if key in seen:
-            raise UsageError(
-                f"{seen[key]} and {job.source} would both be written to {job.target}"
-            )
+            raise UsageError(f"{seen[key]} and {job.source} would both be written to {job.target}")
         seen[key] = job.source
 
 

@@ -212,7 +212,7 @@ def split_axis(length: int, core: int, margin: int, min_size: int = 1) -> tuple[
     if core >= length:
         return (Span(0, length, 0, length, 0, 0),)
     band = min(margin // 4, core // 2)
-    bounds = list(range(0, length, core)) + [length]
+    bounds = [*range(0, length, core), length]
     while len(bounds) > 2:
         last = bounds[-1] - bounds[-2]
         if last >= band and last + margin >= min_size:

@@ -172,8 +172,12 @@ class _Display:
                 return
             if self.tiles is None:
                 self.tiles = self._tqdm(
-                    total=total, desc=job.source.name, unit="tile", file=sys.stderr,
-                    leave=False, disable=None,
+                    total=total,
+                    desc=job.source.name,
+                    unit="tile",
+                    file=sys.stderr,
+                    leave=False,
+                    disable=None,
                 )
             self.tiles.update(done - self.tiles.n)
 
