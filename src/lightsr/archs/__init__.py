@@ -21,3 +21,6 @@ __all__ = [
     "register_arch",
     "register_detector",
 ]
+
+# Network modules register their variants on import.
+from lightsr.archs import esc  # noqa: F401
