@@ -1,9 +1,10 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
-from conftest import shared_file
-from tiny_sr import TINY_DEPTH, tiny_model
 
+from conftest import shared_file
 from lightsr.errors import ImageError, UsageError
 from lightsr.inference import (
     TILE_ALIGN,
@@ -17,6 +18,7 @@ from lightsr.inference import (
     upscale_tensor,
 )
 from lightsr.io import read_image
+from tiny_sr import TINY_DEPTH, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 def test_split_axis_partitions_and_aligns(length, core, margin):
     spans = split_axis(length, core, margin)
     assert spans[0].start == 0 and spans[-1].end == length
-    for before, after in zip(spans, spans[1:], strict=False):
+    for before, after in itertools.pairwise(spans):
         assert before.end == after.start
         assert before.blend_after == after.blend_before == min(margin // 4, core // 2)
     for span in spans:
