@@ -23,4 +23,7 @@ __all__ = [
 ]
 
 # Network modules register their variants on import.
-from lightsr.archs import emt  # noqa: F401
+from lightsr.archs import (
+    emt,  # noqa: F401
+    esc,  # noqa: F401
+)
