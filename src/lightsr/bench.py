@@ -29,6 +29,7 @@ so it measures what the forward itself needs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -233,7 +234,8 @@ def count_complexity(module: nn.Module, input_shape: Sequence[int]) -> Complexit
     """
     params = count_params(module)
     try:
-        counts = _count_forward(_frozen_copy(module, "meta"), torch.empty(input_shape, device="meta"))
+        meta_input = torch.empty(input_shape, device="meta")
+        counts = _count_forward(_frozen_copy(module, "meta"), meta_input)
     except (NotImplementedError, RuntimeError):
         counts = _count_forward(_frozen_copy(module, "cpu"), torch.rand(input_shape))
     return replace(counts, params=params)
@@ -311,10 +313,8 @@ class MemoryProbe:
 
 def _reset_peak_rss() -> None:
     # Writing 5 resets VmHWM (Linux ≥ 4.0); elsewhere the lifetime peak has to do.
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _peak_rss_bytes() -> int:
@@ -413,10 +413,9 @@ def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> 
 def pin_threads(threads: int) -> None:
     """Use ``threads`` intra-op threads and one inter-op thread in this process."""
     torch.set_num_threads(threads)
-    try:
+    # Only settable before the first parallel op; later calls keep what is there.
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable before the first parallel op; keep what is there
-        pass
 
 
 def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
@@ -554,7 +553,8 @@ def run_bench(
     settings.validate()
     rows = []
     for variant in variants:
-        row = _measure_isolated(variant, settings) if isolate else measure_network(variant, settings)
+        measure = _measure_isolated if isolate else measure_network
+        row = measure(variant, settings)
         if on_row is not None:
             on_row(row)
         rows.append(row)

@@ -89,8 +89,8 @@ def plot_bench(
 ) -> PlotResult:
     """Draw PSNR-Y on ``test_set`` against latency for ``rows`` into the image ``path``.
 
-    Networks without published weights, and failed rows, are left out; the returned notes
-    (also printed under the chart) say why.
+    Networks without published weights, and failed rows, are left out: they are named under
+    the chart, and the returned notes say why.
     """
     data_dir = resolve_test_set(test_set)
     psnr: dict[str, float] = {}
@@ -102,14 +102,15 @@ def plot_bench(
             notes.append(f"{variant}: not plotted ({exc})")
     notes += [f"{row.variant}: not plotted (failed: {row.error})" for row in rows if row.error]
     plotted = [row for row in rows if row.variant in psnr and row.latency_s is not None]
-    _draw(plotted, psnr, notes, Path(path), data_dir.name)
+    left_out = sorted({row.variant for row in rows} - {row.variant for row in plotted})
+    _draw(plotted, psnr, left_out, Path(path), data_dir.name)
     return PlotResult(psnr=psnr, notes=notes)
 
 
 def _draw(
     rows: Sequence[BenchRow],
     psnr: dict[str, float],
-    notes: Sequence[str],
+    left_out: Sequence[str],
     path: Path,
     set_name: str,
 ) -> None:
@@ -153,9 +154,13 @@ def _draw(
     axes.set_ylabel(f"PSNR-Y on {set_name} x{scale} (dB)")
     axes.set_title("lightsr bench: quality vs latency")
     axes.grid(True, alpha=0.3)
-    if notes:
-        figure.text(0.01, 0.0, "\n".join(notes), fontsize=7, va="bottom", ha="left", wrap=True)
-        figure.get_layout_engine().set(rect=(0, 0.03 * len(notes), 1, 1 - 0.03 * len(notes)))
+    latencies = [row.latency_s for row in rows]
+    if latencies and max(latencies) > 10 * min(latencies):
+        axes.set_xscale("log")
+    if left_out:
+        note = f"not plotted (no published weights or failed): {', '.join(left_out)}"
+        figure.text(0.01, 0.005, note, fontsize=8, va="bottom", ha="left")
+        figure.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
     if not rows:
         axes.text(
             0.5, 0.5, "no network with published weights", ha="center", transform=axes.transAxes

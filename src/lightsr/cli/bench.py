@@ -121,10 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_progress(row: BenchRow) -> None:
-    if row.error:
-        status = f"failed: {row.error}"
-    else:
-        status = f"{row.latency_s * 1000:.1f} ms"
+    status = f"failed: {row.error}" if row.error else f"{row.latency_s * 1000:.1f} ms"
     print(f"bench {row.variant} [{row.backend}]: {status}", file=sys.stderr)
 
 
