@@ -13,7 +13,10 @@ so when that distance covers the receptive field the tile computes exactly the w
 value, and a weighted average of equal values is that value. Tile origins sit on a
 32-pixel grid (and on the network's ``pad_multiple``) so that the attention windows and
 inner patches of DITN, ESC and EMT fall on the same grid as in a whole-image forward;
-their seams are then limited to tiny differences that the cross-fade hides.
+what differs is the far context, which shifts results by a fraction of a level on average
+with no excess at tile boundaries (``benchmarks/tile_seams.py``). EMT's shifted windows
+also wrap around the image, so near the image border a tile, which holds a different
+opposite edge, can differ by more.
 
 Tiles are written straight into a preallocated output array of the image's own dtype as
 soon as their pixels are final; only the blend bands are held in float32, so peak memory is
@@ -46,9 +49,10 @@ DEFAULT_TILE_OVERLAP = 64
 # Tile origins, tile sizes and margins are multiples of this: the largest window or patch
 # grid among the networks (ESC 32x32, EMT 32x8/8x32, DITN 8x8).
 TILE_ALIGN = 32
-# Default CPU budget: FMEN-S throughput is the same on 256- and 512-pixel tiles, and
-# 4096x4096 x4 (768 MiB of output) then stays under 2 GiB of resident memory.
-CPU_BUDGET_CAP = 512 << 20
+# Default CPU budget. FMEN-S throughput is the same on 256- and 512-pixel tiles (apart
+# from the context margins), and 4096x4096 x4 (768 MiB of output) stays under 2 GiB of
+# resident memory (measured 1.63 GiB peak with the CPU build of torch, 2 threads).
+CPU_BUDGET_CAP = 384 << 20
 # ...but tiles are allowed at least this side (input pixels), or the context margins would
 # dominate the work of memory-hungry attention networks.
 MIN_TILE_SIDE = 512

@@ -177,6 +177,8 @@ class _Display:
                     leave=False,
                     disable=None,
                 )
+            if done < self.tiles.n:  # RGBA: the alpha channel is a second pass
+                self.tiles.reset(total=total)
             self.tiles.update(done - self.tiles.n)
 
         return update
