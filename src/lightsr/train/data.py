@@ -129,8 +129,9 @@ def load_training_pairs(
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         return [fn(*args) for fn, args in jobs]
-    # "spawn" because the caller may already hold CUDA or DDP state that fork cannot copy.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # Fork starts workers instantly; callers load data before initialising CUDA, which
+    # fork could not copy.
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         futures = [pool.submit(fn, *args) for fn, args in jobs]
         return [future.result() for future in futures]
 
@@ -199,6 +200,8 @@ class PatchSampler:
         self.weights = weights.double()
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        # Built once: a small host-to-device copy per batch would stall the CUDA stream.
+        self._allowed_flips = torch.tensor([flip, flip, rot90], device=device)
         self._lr_grid = self._grid(lr_patch)
         self._hr_grid = self._grid(lr_patch * scale)
 
@@ -228,7 +231,7 @@ class PatchSampler:
         top = torch.rand(batch_size, generator=gen, device=dev, dtype=torch.float64) * span_y
         left = torch.rand(batch_size, generator=gen, device=dev, dtype=torch.float64) * span_x
         flips = torch.rand(batch_size, 3, generator=gen, device=dev) < 0.5
-        flips &= torch.tensor([self.flip, self.flip, self.rot90], device=dev)
+        flips &= self._allowed_flips
         share = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
         index, flips = index[share], flips[share]
         top, left = top[share].long(), left[share].long()

@@ -50,6 +50,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
             raise ConfigError("train.device is cuda but no CUDA device is available")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise ConfigError(f"config key 'train.device' must be auto, cpu or cuda, got {name!r}")
@@ -60,11 +62,6 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
 
 
 def max_across_ranks(value: float, info: DistInfo, device: torch.device) -> float:

@@ -36,10 +36,15 @@ from lightsr.train.checkpoints import (
     save_checkpoint,
 )
 from lightsr.train.config import Config, config_to_toml
-from lightsr.train.data import PatchSampler, default_lr_cache, describe_pairs, load_training_pairs
+from lightsr.train.data import (
+    ImagePair,
+    PatchSampler,
+    default_lr_cache,
+    describe_pairs,
+    load_training_pairs,
+)
 from lightsr.train.distributed import (
     DistInfo,
-    barrier,
     destroy_process_group,
     init_process_group,
     launched_by_torchrun,
@@ -87,12 +92,33 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
         ConfigError, UsageError, CheckpointError: invalid settings, data or checkpoint.
     """
     info = launched_by_torchrun()
+    check_model(config)
+    # Loaded before CUDA or the process group start, so that worker processes can fork.
+    start = time.monotonic()
+    pairs = load_training_pairs(
+        config.data.hr_dirs,
+        config.data.lr_dirs,
+        config.model.scale,
+        Path(config.data.lr_cache) if config.data.lr_cache else default_lr_cache(),
+        config.data.workers,
+    )
+    load_seconds = time.monotonic() - start
     device = resolve_device(config.train.device, info)
     init_process_group(info, device)
     try:
-        return Trainer(config, info, device, resume, progress).run()
+        trainer = Trainer(config, info, device, resume, progress)
+        trainer.prepare_data(pairs, load_seconds)
+        return trainer.run()
     finally:
         destroy_process_group(info)
+
+
+def check_model(config: Config) -> None:
+    """Fail early when the network or scale of ``config`` does not exist."""
+    spec = get_arch(config.model.network)
+    if config.model.scale not in spec.scales:
+        allowed = ", ".join(str(s) for s in spec.scales)
+        raise ConfigError(f"{spec.name} supports scales {allowed}, not {config.model.scale}")
 
 
 class Trainer:
@@ -116,7 +142,6 @@ class Trainer:
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
-        self.sampler = self._make_sampler()
         self.val_pairs = self._load_validation() if info.is_main else []
         torch.manual_seed(config.train.seed)
         self.model = build_model(self.spec.name, self.scale, **config.model.options).to(device)
@@ -131,8 +156,7 @@ class Trainer:
         self.loss_fn = make_loss(config.train)
         self.budget = Budget(config.train)
         self.iteration, self.elapsed = 0, 0.0
-        if checkpoint is not None:
-            self._restore(checkpoint)
+        self.checkpoint = checkpoint
         self.net = self._wrap(self.model)
         self.log = (
             MetricsLog(self.run_dir / "metrics.jsonl", self.iteration) if info.is_main else None
@@ -142,9 +166,6 @@ class Trainer:
 
     def _check_settings(self) -> None:
         config, info = self.config, self.info
-        if self.scale not in self.spec.scales:
-            allowed = ", ".join(str(s) for s in self.spec.scales)
-            raise ConfigError(f"{self.spec.name} supports scales {allowed}, not {self.scale}")
         if config.data.batch_size % info.world_size:
             raise ConfigError(
                 f"data.batch_size {config.data.batch_size} is not divisible by the "
@@ -169,32 +190,26 @@ class Trainer:
             raise CheckpointError(f"{path}: no such checkpoint folder")
         return path
 
-    def _make_sampler(self) -> PatchSampler:
+    def prepare_data(self, pairs: list[ImagePair], load_seconds: float) -> None:
+        """Move the training pairs to the data device, then restore any checkpoint."""
         data = self.config.data
-        cache = Path(data.lr_cache) if data.lr_cache else default_lr_cache()
-        # Rank 0 fills the LR cache first; the other ranks then only read it.
-        if not self.info.is_main:
-            barrier(self.info)
-        start = time.monotonic()
-        pairs = load_training_pairs(data.hr_dirs, data.lr_dirs, self.scale, cache, data.workers)
-        if self.info.is_main:
-            barrier(self.info)
-        data_device = self.device if data.on_device else torch.device("cpu")
-        sampler = PatchSampler(
+        self.sampler = PatchSampler(
             pairs,
             self.scale,
             data.lr_patch,
             data.flip,
             data.rot90,
             data.sampling,
-            data_device,
+            self.device if data.on_device else torch.device("cpu"),
             self.config.train.seed,
         )
+        skipped = self.sampler.skipped
         self._message(
-            f"training data: {describe_pairs(pairs)} ({time.monotonic() - start:.1f} s to load)"
-            + (f", {sampler.skipped} smaller than the patch skipped" if sampler.skipped else "")
+            f"training data: {describe_pairs(pairs)} ({load_seconds:.1f} s to load)"
+            + (f", {skipped} smaller than the patch skipped" if skipped else "")
         )
-        return sampler
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
 
     def _load_validation(self) -> list:
         if not self.config.val.dir:
