@@ -260,7 +260,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in known:
-            raise ConfigError(f"unknown config key {prefix}{key!r}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
     values = {}
     for name in known & set(raw):
         hint = hints[name]

@@ -158,9 +158,7 @@ class Trainer:
         self.iteration, self.elapsed = 0, 0.0
         self.checkpoint = checkpoint
         self.net = self._wrap(self.model)
-        self.log = (
-            MetricsLog(self.run_dir / "metrics.jsonl", self.iteration) if info.is_main else None
-        )
+        self.log: MetricsLog | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -210,6 +208,9 @@ class Trainer:
         )
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
+        if self.info.is_main:
+            resumed = self.iteration if self.checkpoint is not None else None
+            self.log = MetricsLog(self.run_dir / "metrics.jsonl", resumed)
 
     def _load_validation(self) -> list:
         if not self.config.val.dir:
@@ -356,7 +357,7 @@ class Trainer:
     def _eval_module(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def _validate_and_record(self) -> ValidationResult | None:
+    def _validate_and_record(self, plot: bool = True) -> ValidationResult | None:
         if not self.info.is_main or not self.val_pairs:
             return None
         val = self.config.val
@@ -365,7 +366,8 @@ class Trainer:
         if result.ssim is not None:
             record["val_ssim"] = result.ssim
         self.log.append(record)
-        self.log.plot(self.run_dir / "curves.png")
+        if plot:
+            self.log.plot(self.run_dir / "curves.png")
         count = val.previews
         write_previews(
             self.run_dir / "previews",
@@ -431,7 +433,7 @@ class Trainer:
             self._metadata("deploy" if reparameterized else "train"),
             half=True,
         )
-        final_val = self._validate_and_record()
+        final_val = self._validate_and_record(plot=False)
         if final_val is not None:
             result.val_psnr, result.val_ssim = final_val.psnr, final_val.ssim
             result.deploy_psnr = self._score_deploy_file(deploy, weights["deploy"])
