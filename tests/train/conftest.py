@@ -12,9 +12,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_net import TINY  # noqa: E402  (importing registers the stand-in network)
+from tiny_net import TINY
 
-from lightsr.io import write_image  # noqa: E402
+from lightsr.io import write_image
 
 # The test machines are small and shared: one thread avoids OpenMP oversubscription stalls.
 torch.set_num_threads(1)

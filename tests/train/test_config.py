@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from lightsr.errors import ConfigError
 from lightsr.paths import shared_dir
 from lightsr.train.config import (
@@ -72,7 +72,7 @@ def test_a_budget_is_required(raw):
 
 def test_network_is_required(raw):
     del raw["model"]["network"]
-    with pytest.raises(ConfigError, match="'model.network' is required"):
+    with pytest.raises(ConfigError, match=r"'model\.network' is required"):
         config_from_dict(raw)
 
 
@@ -113,7 +113,7 @@ def test_load_config_with_overrides_and_round_trip(tmp_path, raw):
     again = tmp_path / "again.toml"
     again.write_text(config_to_toml(config), encoding="utf-8")
     assert load_config(again) == config
-    with pytest.raises(ConfigError, match="unknown config key 'train.itres'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.itres'"):
         load_config(path, ["train.itres=3"])
 
 

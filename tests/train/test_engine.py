@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
 from safetensors import safe_open
 
+from conftest import TINY, tiny_config
 from lightsr.checkpoint import read_state_dict
 from lightsr.errors import UsageError
 from lightsr.models import load_model
@@ -42,7 +42,7 @@ def test_cpu_run_writes_every_artefact(tiny_data, tmp_path):
     with safe_open(str(deploy), "pt") as f:
         metadata = f.metadata()
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
-        keys = set(f.keys())  # noqa: SIM118
+        keys = set(f.keys())
     assert metadata["form"] == "deploy" and metadata["variant"] == TINY
     assert metadata["scale"] == "2" and metadata["network"] == "tiny"
     assert dtypes == {torch.float16} and not any(k.startswith("bn.") for k in keys)

@@ -189,7 +189,7 @@ class PatchSampler:
     ) -> None:
         for pair in pairs:
             if pair.hr.shape[:2] != (pair.lr.shape[0] * scale, pair.lr.shape[1] * scale):
-                raise ValueError(f"{pair.name}: HR {pair.hr.shape} is not LR {pair.lr.shape} x{scale}")
+                raise ValueError(f"{pair.name}: HR {pair.hr.shape} is not x{scale} of the LR")
         usable = [p for p in pairs if min(p.lr.shape[:2]) >= lr_patch]
         if not usable:
             raise ConfigError(f"no training image is large enough for data.lr_patch = {lr_patch}")
