@@ -1,5 +1,6 @@
 """Network definitions. Importing this package registers every network variant."""
 
+from lightsr.archs import fmen  # noqa: F401  (registers fmen, fmen_s)
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
@@ -21,3 +22,9 @@ __all__ = [
     "register_arch",
     "register_detector",
 ]
+
+# Network modules register their variants on import.
+from lightsr.archs import (
+    emt,  # noqa: F401
+    esc,  # noqa: F401
+)
