@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import TINY, tiny_config
+from conftest import TINY_FMEN, tiny_config
 from lightsr.checkpoint import read_state_dict
 from lightsr.errors import UsageError
 from lightsr.models import load_model
@@ -43,17 +43,21 @@ def test_cpu_run_writes_every_artefact(tiny_data, tmp_path):
         metadata = f.metadata()
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
         keys = set(f.keys())
-    assert metadata["form"] == "deploy" and metadata["variant"] == TINY
-    assert metadata["scale"] == "2" and metadata["network"] == "tiny"
-    assert dtypes == {torch.float16} and not any(k.startswith("bn.") for k in keys)
+    assert metadata["form"] == "deploy" and metadata["variant"] == "fmen_s"
+    assert metadata["scale"] == "2" and metadata["network"] == "fmen"
+    assert json.loads(metadata["overrides"]) == TINY_FMEN
+    assert dtypes == {torch.float16} and not any(".bn" in k for k in keys)
     loaded = load_model(deploy)
-    assert (loaded.variant, loaded.scale) == (TINY, 2)
+    assert (loaded.variant, loaded.scale, loaded.module.deploy) == ("fmen_s", 2, True)
+    trained = load_model(run / "final_ema.safetensors")
+    assert trained.module.deploy is False
     assert result.deploy_psnr == pytest.approx(result.val_psnr, abs=0.05)
 
     # The EMA weights are what gets deployed, and they differ from the raw weights.
     raw, _ = read_state_dict(run / "final.safetensors")
     ema, _ = read_state_dict(run / "final_ema.safetensors")
     assert not torch.equal(raw["head.weight"], ema["head.weight"])
+    assert any(".bn" in k for k in raw)
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
@@ -91,7 +95,7 @@ def test_mixed_precision_and_other_recipes(tiny_data, tmp_path):
     raw = tiny_config(
         tiny_data,
         tmp_path,
-        model={"options": {"feats": 4}},
+        model={"options": {**TINY_FMEN, "n_feats": 4}},
         val={"dir": "", "interval": 0},
         optim={"name": "adamw", "betas": [0.9, 0.9], "weight_decay": 1e-4, "grad_clip": 0.5},
         schedule={"name": "multistep", "milestones": [2, 3]},

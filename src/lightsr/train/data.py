@@ -15,9 +15,8 @@ import hashlib
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +128,10 @@ def load_training_pairs(
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         return [fn(*args) for fn, args in jobs]
-    # Fork starts workers instantly; callers load data before initialising CUDA, which
-    # fork could not copy.
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        futures = [pool.submit(fn, *args) for fn, args in jobs]
-        return [future.result() for future in futures]
+    # Threads suffice: PNG decoding and the numpy resize passes release the GIL, and unlike
+    # worker processes they are safe after CUDA or a process group has been initialised.
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda job: job[0](*job[1]), jobs))
 
 
 # ----------------------------------------------------------------------------- patch sampling

@@ -93,7 +93,6 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
     """
     info = launched_by_torchrun()
     check_model(config)
-    # Loaded before CUDA or the process group start, so that worker processes can fork.
     start = time.monotonic()
     pairs = load_training_pairs(
         config.data.hr_dirs,
@@ -380,13 +379,23 @@ class Trainer:
         return result
 
     def _metadata(self, form: str) -> dict[str, str]:
-        return {
+        """Metadata that lets :func:`lightsr.load_model` rebuild the network exactly.
+
+        Same keys as ``lightsr convert`` writes: builder ``overrides`` as JSON, and the form.
+        In the deploy form, ``form`` alone selects it, so ``deploy`` leaves the overrides.
+        """
+        overrides = dict(self.config.model.options)
+        if form == "deploy":
+            overrides.pop("deploy", None)
+        metadata = {
             "network": self.spec.family,
             "variant": self.spec.name,
             "scale": str(self.scale),
             "form": form,
-            "options": json.dumps(self.config.model.options, sort_keys=True),
         }
+        if overrides:
+            metadata["overrides"] = json.dumps(overrides, sort_keys=True)
+        return metadata
 
     def _save_checkpoint(self) -> None:
         if not self.info.is_main:
