@@ -39,20 +39,20 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_config(data: Path, out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+def tiny_config(root: Path, out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     """A raw config dict for a fast CPU run; ``sections`` update the defaults per section."""
     raw: dict[str, Any] = {
         "name": "tiny",
         "output_dir": str(out),
         "model": {"network": "fmen_s", "scale": 2, "options": dict(TINY_FMEN)},
         "data": {
-            "hr_dirs": [str(data / "train")],
+            "hr_dirs": [str(root / "train")],
             "lr_patch": 8,
             "batch_size": 4,
             "workers": 1,
             "lr_cache": str(out / "lr_cache"),
         },
-        "val": {"dir": str(data / "val"), "interval": 10, "previews": 1, "preview_size": 16},
+        "val": {"dir": str(root / "val"), "interval": 10, "previews": 1, "preview_size": 16},
         "optim": {"lr": 2e-3},
         "schedule": {"warmup_iters": 2},
         "train": {

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from conftest import TINY_FMEN, tiny_config
 from lightsr.checkpoint import read_state_dict
-from lightsr.errors import UsageError
+from lightsr.errors import CheckpointError, UsageError
 from lightsr.models import load_model
 from lightsr.train import train
 from lightsr.train.config import config_from_dict, load_config
@@ -106,3 +106,26 @@ def test_mixed_precision_and_other_recipes(tiny_data, tmp_path):
     assert not (result.run_dir / "final_ema.safetensors").exists()
     state, _ = read_state_dict(result.run_dir / "final.safetensors")
     assert state["head.weight"].shape[0] == 4 and torch.isfinite(state["head.weight"]).all()
+
+
+def test_fine_tune_from_deploy_weights(tiny_data, tmp_path):
+    first = train(config_from_dict(tiny_config(tiny_data, tmp_path / "a")), progress=False)
+    deploy = first.run_dir / "deploy_fp16.safetensors"
+    raw = tiny_config(
+        tiny_data,
+        tmp_path / "b",
+        model={"options": {**TINY_FMEN, "deploy": True}, "init_weights": str(deploy)},
+        val={"interval": 0},
+        optim={"lr": 1e-12},
+        train={"total_iters": 2},
+    )
+    tuned = train(config_from_dict(raw), progress=False)
+    start, _ = read_state_dict(deploy)
+    end, _ = read_state_dict(tuned.run_dir / "final.safetensors")
+    for key, value in start.items():
+        torch.testing.assert_close(end[key], value.float(), rtol=0, atol=1e-6, msg=key)
+    assert tuned.deploy_psnr == pytest.approx(first.deploy_psnr, abs=0.01)
+
+    raw["model"]["options"]["deploy"] = False
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(config_from_dict({**raw, "name": "mismatch"}), progress=False)

@@ -143,7 +143,13 @@ class Trainer:
             (self.run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
         self.val_pairs = self._load_validation() if info.is_main else []
         torch.manual_seed(config.train.seed)
-        self.model = build_model(self.spec.name, self.scale, **config.model.options).to(device)
+        self.model = build_model(self.spec.name, self.scale, **config.model.options)
+        if config.model.init_weights:
+            self._load_init_weights(config.model.init_weights)
+        self.model.to(device)
+        if device.type == "cuda":
+            # Fixed patch sizes: let cuDNN pick the fastest kernels once.
+            torch.backends.cudnn.benchmark = True
         if info.enabled and config.train.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.train()
@@ -160,6 +166,14 @@ class Trainer:
         self.log: MetricsLog | None = None
 
     # ------------------------------------------------------------------ set-up
+
+    def _load_init_weights(self, path: str) -> None:
+        state_dict, _ = read_state_dict(path)
+        try:
+            self.model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"model.init_weights {path} does not fit: {first}") from None
 
     def _check_settings(self) -> None:
         config, info = self.config, self.info
