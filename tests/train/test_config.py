@@ -130,8 +130,12 @@ def test_shipped_configs_are_valid(monkeypatch):
     from pathlib import Path
 
     monkeypatch.setenv("LIGHTSR_SHARED", "/shared")
-    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
-    assert configs
-    for path in configs:
+    monkeypatch.setenv("LIGHTSR_DATA", "/data")
+    configs = {p.stem: p for p in (Path(__file__).parents[2] / "configs").glob("*.toml")}
+    recipes = ("default_x2", "default_x3", "default_x4", "esc", "esc_light", "esc_fp", "emt")
+    for recipe in (*recipes, "fmen_s", "ditn_real"):
+        assert recipe in configs
+    for stem, path in configs.items():
         config = load_config(path)
-        assert config.name == path.stem, path
+        assert config.name in (stem, f"{stem}_x{config.model.scale}"), path
+        assert all(d.startswith(("/shared/", "/data/")) for d in config.data.hr_dirs), path

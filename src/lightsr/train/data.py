@@ -143,10 +143,12 @@ class PackedImages:
     def __init__(self, images: Sequence[np.ndarray], device: torch.device) -> None:
         sizes = [image.shape[0] * image.shape[1] * 3 for image in images]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        flat = np.concatenate(
-            [np.ascontiguousarray(im.transpose(2, 0, 1)).ravel() for im in images]
-        )
-        self.buffer = torch.from_numpy(flat).to(device)
+        # Filled image by image: large sets (DF2K is ~30 GB) must not be copied twice.
+        flat = torch.empty(sum(sizes), dtype=torch.uint8)
+        for image, start, size in zip(images, offsets, sizes, strict=True):
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+            flat[start : start + size] = torch.from_numpy(chw).view(-1)
+        self.buffer = flat.to(device)
         self.offsets = torch.from_numpy(offsets).to(device)
         self.heights = torch.tensor([im.shape[0] for im in images], device=device)
         self.widths = torch.tensor([im.shape[1] for im in images], device=device)

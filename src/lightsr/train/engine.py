@@ -107,6 +107,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
     try:
         trainer = Trainer(config, info, device, resume, progress)
         trainer.prepare_data(pairs, load_seconds)
+        del pairs  # the sampler holds the packed copy
         return trainer.run()
     finally:
         destroy_process_group(info)
