@@ -239,13 +239,14 @@ class Trainer:
                 self.ema.module.load_state_dict(state.ema if state.ema is not None else state.model)
                 self.ema.updates = int(state.extra.get("ema_updates", state.iteration))
             self.optimizer.load_state_dict(state.extra["optimizer"])
+            # The data order continues exactly; a checkpoint from another device type has a
+            # generator state of another kind, which cannot be restored.
+            self.sampler.generator.set_state(state.extra["generator"])
         except (RuntimeError, KeyError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path} does not match this config ({first})") from None
         if self.scaler is not None and "scaler" in state.extra:
             self.scaler.load_state_dict(state.extra["scaler"])
-        generator = state.extra["generator"]
-        self.sampler.generator.set_state(generator)
         self.iteration, self.elapsed = state.iteration, state.elapsed
         self._message(f"resumed from {path} at iteration {self.iteration}")
 
