@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -126,7 +127,10 @@ def _detect_from_metadata(state_dict: dict, metadata: Mapping[str, str]) -> Dete
     """Use the metadata that ``lightsr convert`` writes, when present."""
     if not all(k in metadata for k in METADATA_KEYS):
         return None
-    overrides = {}
+    try:
+        overrides = dict(json.loads(metadata.get("overrides", "{}")))
+    except (ValueError, TypeError):
+        raise CheckpointError(f"bad 'overrides' metadata: {metadata['overrides']!r}") from None
     if metadata.get("form") == "deploy":
         overrides["deploy"] = True
     return Detection(

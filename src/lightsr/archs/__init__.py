@@ -22,3 +22,9 @@ __all__ = [
     "register_arch",
     "register_detector",
 ]
+
+# Network modules register their variants on import.
+from lightsr.archs import (
+    emt,  # noqa: F401
+    esc,  # noqa: F401
+)

@@ -1,0 +1,30 @@
+"""Subprocess entry point of :func:`lightsr.bench.run_bench`: one network, one fresh process.
+
+Usage: ``python -m lightsr._bench_worker VARIANT SETTINGS_JSON RESULT_PATH``. Writes the
+:class:`lightsr.bench.BenchRow` as JSON to ``RESULT_PATH``; on failure prints one line to
+stderr and exits non-zero, and the parent turns that line into the row's ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lightsr.bench import measure_network, settings_from_json
+from lightsr.errors import LightSRError
+
+
+def main(argv: list[str]) -> int:
+    variant, settings_json, result_path = argv
+    try:
+        row = measure_network(variant, settings_from_json(settings_json))
+    except LightSRError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    Path(result_path).write_text(json.dumps(row.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

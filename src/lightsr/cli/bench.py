@@ -1,0 +1,173 @@
+"""``lightsr bench``: params, MACs, activations, latency and memory of the networks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from lightsr.errors import UsageError
+
+if TYPE_CHECKING:
+    from lightsr.bench import BenchRow, BenchSettings
+
+EPILOG = """\
+Protocols:
+  robust  (default) each network in a fresh process, torch threads pinned, warm-up, then
+          --runs timed forwards on one input: median and min-max.
+  ntire   NTIRE efficient-SR challenge procedure: fp32, no warm-up, one timed forward
+          per image over --runs images, mean.
+
+MACs count convolutions and matrix products, attention included; FLOPs = 2 x MACs.
+Activations and convs follow the NTIRE definitions (outputs / number of Conv2d layers).
+Peak memory: CUDA max_memory_allocated; on the CPU, the peak RSS rise during the forwards.
+
+Examples:
+  lightsr bench --models fmen_s,ditn_real --runs 3
+  lightsr bench --models all --input 320x180 --json > bench.json
+  lightsr bench --device cuda --precision fp16 --plot bench.png
+  lightsr bench --backend all --threads 4
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="params, MACs, latency and memory of every network",
+        description="Benchmark the registered networks (fresh weights, deploy form).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--models", default="all", metavar="all|NAME,...", help="networks (default: all)"
+    )
+    parser.add_argument("--scale", type=int, default=4, metavar="S", help="upscale factor")
+    parser.add_argument(
+        "--input", default="256x256", metavar="HxW", help="LR input size (default: 256x256)"
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "all"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--protocol", default="robust", choices=("robust", "ntire"))
+    parser.add_argument(
+        "--runs", type=int, default=10, metavar="N", help="timed runs / images (default: 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, metavar="N", help="warm-up runs, robust (default: 3)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, metavar="N", help="intra-op threads (default: 2)"
+    )
+    parser.add_argument("--json", action="store_true", help="print only a JSON list of rows")
+    parser.add_argument("--plot", metavar="PNG", help="also draw PSNR-Y vs latency to PNG")
+    parser.add_argument(
+        "--plot-set", default="Set5", metavar="SET", help="test set for --plot (default: Set5)"
+    )
+    parser.set_defaults(func=run)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256x192"`` → (256, 192) (height × width); ``"256"`` → (256, 256)."""
+    parts = text.lower().split("x")
+    try:
+        sides = [int(part) for part in parts]
+    except ValueError:
+        sides = []
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2 or min(sides) < 1:
+        raise UsageError(f"--input must look like 256x256, got {text!r}")
+    return sides[0], sides[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `lightsr --help` does not pay for torch.
+    from lightsr.bench import BenchSettings, run_bench, select_models
+
+    backends = ("torch", "onnxruntime") if args.backend == "all" else (args.backend,)
+    all_settings = [
+        BenchSettings(
+            scale=args.scale,
+            size=parse_size(args.input),
+            device=args.device,
+            backend=backend,
+            precision=args.precision,
+            protocol=args.protocol,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+        )
+        for backend in backends
+    ]
+    for settings in all_settings:
+        settings.validate()
+    variants = select_models(args.models, args.scale)
+    rows: list[BenchRow] = []
+    for settings in all_settings:
+        rows += run_bench(variants, settings, on_row=_print_progress)
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+    else:
+        _print_table(rows, all_settings[0])
+    if args.plot:
+        from lightsr.bench_plot import plot_bench
+
+        result = plot_bench(rows, args.plot, args.plot_set)
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 1 if any(row.error for row in rows) else 0
+
+
+def _print_progress(row: BenchRow) -> None:
+    status = f"failed: {row.error}" if row.error else f"{row.latency_s * 1000:.1f} ms"
+    print(f"bench {row.variant} [{row.backend}]: {status}", file=sys.stderr)
+
+
+def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lightsr.bench import machine_info
+
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    statistic = "mean" if settings.protocol == "ntire" else "median"
+    table = Table(
+        title=f"x{settings.scale}, {settings.input_label} input, {settings.device}, "
+        f"{settings.precision}, {settings.threads} threads, {settings.protocol} protocol",
+    )
+    table.add_column("network")
+    table.add_column("backend")
+    for header in ("params", "MACs (G)", "FLOPs (G)", "acts (M)", "convs"):
+        table.add_column(header, justify="right")
+    table.add_column(f"{statistic} ms", justify="right")
+    table.add_column("min-max ms", justify="right")
+    table.add_column("peak MiB", justify="right")
+    for row in rows:
+        table.add_row(*_table_cells(row))
+    console.print(table)
+    info = machine_info(settings.device)
+    console.print(f"[dim]{', '.join(f'{key} {value}' for key, value in info.items())}[/dim]")
+    memory = "CUDA max_memory_allocated" if settings.device == "cuda" else "peak RSS increase"
+    console.print(f"[dim]FLOPs = 2 x MACs; fresh weights, deploy form; memory: {memory}[/dim]")
+
+
+def _table_cells(row: BenchRow) -> list[str]:
+    name = row.variant + (" (deploy)" if row.form == "deploy" else "")
+    if row.error:
+        return [name, row.backend, f"[red]failed: {row.error}[/red]", *[""] * 7]
+    return [
+        name,
+        row.backend,
+        f"{row.params:,}",
+        f"{row.macs / 1e9:.2f}",
+        f"{row.flops / 1e9:.2f}",
+        f"{row.activations / 1e6:.2f}",
+        str(row.convs),
+        f"{row.latency_s * 1000:.1f}",
+        f"{row.latency_min_s * 1000:.1f}-{row.latency_max_s * 1000:.1f}",
+        f"{row.peak_memory_mib:.1f}",
+    ]

@@ -1,0 +1,28 @@
+"""``lightsr convert``: any supported checkpoint → canonical safetensors with metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from lightsr.convert import convert_checkpoint
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a checkpoint to canonical safetensors",
+        description=(
+            "Load a checkpoint (.pth/.pt/.safetensors, any supported network, or a published "
+            "weights name) and save it as .safetensors with network/variant/scale metadata."
+        ),
+    )
+    parser.add_argument("source", metavar="IN", help="checkpoint file or published name")
+    parser.add_argument("destination", metavar="OUT", help="output .safetensors file")
+    parser.add_argument("--half", action="store_true", help="store float tensors as float16")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = convert_checkpoint(args.source, args.destination, half=args.half)
+    print(f"{args.destination}: {model.variant} x{model.scale}")
+    return 0

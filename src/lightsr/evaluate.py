@@ -1,0 +1,167 @@
+"""Benchmark evaluation: PSNR-Y / SSIM-Y of a model (or bicubic) on an SR test set.
+
+A test set is a folder with ``HR/`` images and, optionally, EDSR-style low-resolution
+inputs ``LR_bicubic/X<s>/<name>x<s>.png``. Conventions follow BasicSR and the papers: HR is
+mod-cropped to a multiple of the scale, missing LR inputs are made with MATLAB bicubic
+downscaling, model outputs are clamped and rounded to uint8, and metrics are computed on
+the Y channel with ``scale`` pixels cropped from each border.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lightsr.errors import ImageError, UsageError
+from lightsr.imresize import imresize, mod_crop
+from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_image, to_float
+from lightsr.metrics import psnr, ssim
+from lightsr.models import SRModel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MIN_SCALE, MAX_SCALE = 2, 8
+BICUBIC = "bicubic"
+
+
+@dataclass
+class ImageScore:
+    """Metrics of one test image."""
+
+    name: str
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class EvalResult:
+    """Per-image and mean metrics of one model on one test set at one scale.
+
+    ``lr_generated`` tells whether the LR inputs were made here by bicubic downscaling
+    (the folder had no ``LR_bicubic/X<s>``); it is not part of :meth:`to_dict`.
+    """
+
+    dataset: str
+    scale: int
+    model: str
+    images: list[ImageScore] = field(default_factory=list)
+    lr_generated: bool = False
+
+    @property
+    def psnr(self) -> float:
+        """Mean PSNR-Y over images (dB)."""
+        return float(np.mean([image.psnr for image in self.images]))
+
+    @property
+    def ssim(self) -> float:
+        """Mean SSIM-Y over images."""
+        return float(np.mean([image.ssim for image in self.images]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form printed by ``lightsr eval --json``."""
+        return {
+            "dataset": self.dataset,
+            "scale": self.scale,
+            "model": self.model,
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "images": [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim} for i in self.images],
+        }
+
+
+def find_hr_images(data_dir: str | os.PathLike, scale: int) -> list[Path]:
+    """Check a test-set folder and scale; return its HR images sorted by name.
+
+    Raises:
+        UsageError: bad scale, missing folder, no ``HR/`` folder or no images in it.
+    """
+    if not isinstance(scale, int) or not MIN_SCALE <= scale <= MAX_SCALE:
+        raise UsageError(f"scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {scale}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UsageError(f"data folder not found: {data_dir}")
+    hr_dir = data_dir / "HR"
+    if not hr_dir.is_dir():
+        raise UsageError(f"{data_dir} has no HR/ folder of ground-truth images")
+    images = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UsageError(f"no HR images in {hr_dir}")
+    return images
+
+
+def evaluate(
+    data_dir: str | os.PathLike,
+    scale: int,
+    model: SRModel | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """PSNR-Y and SSIM-Y of ``model`` on the test set in ``data_dir``.
+
+    Args:
+        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``.
+        scale: upscaling factor; also the number of border pixels ignored by the metrics.
+        model: network to evaluate; ``None`` evaluates MATLAB bicubic upscaling.
+        progress: show a progress bar on stderr.
+
+    Raises:
+        UsageError: bad folder or scale, or ``model`` is for another scale.
+        ImageError: an image is unreadable or an LR input has the wrong size.
+    """
+    hr_paths = find_hr_images(data_dir, scale)
+    if model is not None and model.scale != scale:
+        raise UsageError(f"the model upscales x{model.scale}, not x{scale}")
+    data_dir = Path(data_dir)
+    lr_dir = data_dir / "LR_bicubic" / f"X{scale}"
+    result = EvalResult(
+        dataset=data_dir.resolve().name,
+        scale=scale,
+        model=BICUBIC if model is None else model.variant,
+        lr_generated=not lr_dir.is_dir(),
+    )
+    bar = tqdm(
+        hr_paths,
+        desc=f"{result.dataset} x{scale}",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    for hr_path in bar:
+        hr = mod_crop(read_rgb_uint8(hr_path), scale)
+        lr = _load_lr(hr, hr_path, lr_dir, scale) if lr_dir.is_dir() else imresize(hr, 1 / scale)
+        sr = _super_resolve(lr, scale, model)
+        if sr.shape != hr.shape:
+            raise ImageError(f"{hr_path.name}: output is {sr.shape[:2]}, HR is {hr.shape[:2]}")
+        result.images.append(
+            ImageScore(
+                name=hr_path.stem,
+                psnr=psnr(sr, hr, crop_border=scale),
+                ssim=ssim(sr, hr, crop_border=scale),
+            )
+        )
+    return result
+
+
+def _load_lr(hr: np.ndarray, hr_path: Path, lr_dir: Path, scale: int) -> np.ndarray:
+    """The official LR input of ``hr``; every HR image needs one once the folder exists."""
+    lr_path = lr_dir / f"{hr_path.stem}x{scale}.png"
+    if not lr_path.is_file():
+        raise ImageError(f"{lr_path}: LR image missing (expected for {hr_path.name})")
+    lr = read_rgb_uint8(lr_path)
+    expected = (hr.shape[0] // scale, hr.shape[1] // scale)
+    if lr.shape[:2] != expected:
+        raise ImageError(f"{lr_path}: size {lr.shape[:2]} should be {expected} for x{scale}")
+    return lr
+
+
+def _super_resolve(lr: np.ndarray, scale: int, model: SRModel | None) -> np.ndarray:
+    """uint8 RGB upscaled by ``scale``: MATLAB bicubic, or the model clamped and rounded."""
+    if model is None:
+        return imresize(lr, scale)
+    output = model.upscale(image_to_tensor(to_float(lr)))
+    return from_float(tensor_to_image(output), np.uint8)

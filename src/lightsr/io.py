@@ -1,0 +1,293 @@
+"""Image files in and out (OpenCV based), and conversions between pixels and tensors.
+
+Conventions: images in memory are numpy arrays in their native integer type (uint8 or
+uint16), shaped (H, W) for grayscale, (H, W, 3) for RGB and (H, W, 4) for RGBA, channels in
+RGB(A) order. Networks work on float RGB in [0, 1]; :func:`to_float`/:func:`from_float` and
+:func:`image_to_tensor`/:func:`tensor_to_image` convert between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from lightsr.errors import ImageError
+
+# File signatures of the formats we read, to name the format in messages and to tell
+# "not an image" apart from "damaged image".
+_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
+    ("PNG", b"\x89PNG\r\n\x1a\n", 0),
+    ("JPEG", b"\xff\xd8\xff", 0),
+    ("WebP", b"WEBP", 8),
+    ("TIFF", b"II*\x00", 0),
+    ("TIFF", b"MM\x00*", 0),
+    ("BMP", b"BM", 0),
+)
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WebP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WebP", "TIFF", "BMP"}
+_MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file in its native bit depth.
+
+    JPEG EXIF orientation is applied, so the array is the image as viewers show it.
+
+    Args:
+        path: a PNG, JPEG, WebP, TIFF or BMP file.
+
+    Returns:
+        uint8 or uint16 array, (H, W) grayscale, (H, W, 3) RGB or (H, W, 4) RGBA.
+
+    Raises:
+        ImageError: the file is missing, empty, not a supported format, damaged, or holds
+            samples that are not 8/16-bit unsigned integers.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    image_format = _sniff_format(data)
+    if image_format is None:
+        raise ImageError(f"{path}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
+    if image_format == "PNG" and not _png_is_complete(data):
+        raise ImageError(f"{path}: truncated or damaged PNG data")
+    # IMREAD_UNCHANGED ignores EXIF orientation; for JPEG (never alpha) the ANYCOLOR|ANYDEPTH
+    # flags keep gray as gray while letting OpenCV rotate/flip per the orientation tag.
+    flags = (
+        cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+        if image_format == "JPEG"
+        else cv2.IMREAD_UNCHANGED
+    )
+    with _quiet_opencv():
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if image is None:
+        raise ImageError(f"{path}: cannot decode {image_format} data (damaged or truncated)")
+    if image.dtype not in _MAX_VALUES:
+        raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
+    return _to_rgb_order(image, path)
+
+
+def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, the BasicSR convention for benchmarks.
+
+    Grayscale becomes three equal channels, alpha is dropped, 16-bit is scaled to 8-bit.
+    """
+    image = read_image(path)
+    if image.dtype == np.uint16:
+        image = from_float(to_float(image), np.uint8)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    return data
+
+
+def _sniff_format(data: bytes) -> str | None:
+    for name, magic, offset in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            if name == "WebP" and data[:4] != b"RIFF":
+                continue
+            return name
+    return None
+
+
+def _png_is_complete(data: bytes) -> bool:
+    """Walk the PNG chunk list up to IEND.
+
+    libpng prints its own error on stderr for truncated files, which OpenCV cannot silence,
+    so truncation is caught here first.
+    """
+    offset = 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        offset += 12 + length  # length, type, data, CRC
+        if offset > len(data):
+            return False
+        if kind == b"IEND":
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's log lines while decoding; failures surface as ImageError instead."""
+    logging = cv2.utils.logging
+    previous = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
+
+
+def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if channels == 1:
+        return image[..., 0]
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    raise ImageError(f"{path}: unsupported number of channels ({channels})")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None = None) -> Path:
+    """Write ``image`` atomically; the format comes from the file extension.
+
+    The file is encoded in memory, written to a temporary file in the target folder and
+    moved into place, so a failure never leaves a partial file. Parent folders are created.
+    16-bit images can only be written as PNG or TIFF (anything else raises rather than
+    silently losing precision); alpha cannot be written as JPEG.
+
+    Args:
+        path: destination ending in .png, .jpg/.jpeg, .webp, .tif/.tiff or .bmp.
+        image: uint8 or uint16 array, (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA.
+        quality: 1-100 for JPEG and WebP (WebP above 100 is lossless); lossless formats
+            ignore it. ``None`` uses OpenCV's defaults (JPEG 95, WebP lossless).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImageError: unknown extension, unsupported dtype/channels for the format, or the
+            file could not be encoded or written.
+    """
+    path = Path(path)
+    image_format = _WRITE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        known = ", ".join(sorted(_WRITE_FORMATS))
+        raise ImageError(f"{path}: unknown image extension {path.suffix!r} (use one of {known})")
+    encoded = _encode(image, image_format, path, quality)
+    _write_atomically(path, encoded)
+    return path
+
+
+def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> bytes:
+    if image.dtype not in _MAX_VALUES:
+        raise ImageError(f"{path}: cannot write {image.dtype} pixels; convert to uint8/uint16")
+    if image.dtype == np.uint16 and image_format not in _SIXTEEN_BIT_FORMATS:
+        raise ImageError(f"{path}: {image_format} cannot store 16-bit images; use PNG or TIFF")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if image.ndim not in (2, 3) or channels not in (1, 3, 4):
+        raise ImageError(f"{path}: cannot write an image of shape {image.shape}")
+    if channels == 4 and image_format not in _ALPHA_FORMATS:
+        raise ImageError(f"{path}: {image_format} has no alpha channel; use PNG or WebP")
+    if channels == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif channels == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    with _quiet_opencv():
+        ok, buffer = cv2.imencode(path.suffix.lower(), image, _encode_params(image_format, quality))
+    if not ok:
+        raise ImageError(f"{path}: OpenCV could not encode the image as {image_format}")
+    return buffer.tobytes()
+
+
+def _encode_params(image_format: str, quality: int | None) -> list[int]:
+    if quality is None:
+        return []
+    if not 1 <= quality <= 101:
+        raise ImageError(f"quality must be between 1 and 100 (101 = lossless WebP), got {quality}")
+    if image_format == "JPEG":
+        return [cv2.IMWRITE_JPEG_QUALITY, min(quality, 100)]
+    if image_format == "WebP":
+        return [cv2.IMWRITE_WEBP_QUALITY, quality]
+    return []
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temp_name = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 (unlike mkstemp's 0o600) lets the umask decide the final mode.
+        handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+        os.replace(temp_name, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        if isinstance(exc, OSError):
+            raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        raise
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8/uint16 pixels → float32 in [0, 1] (÷255 or ÷65535)."""
+    max_value = _MAX_VALUES.get(image.dtype)
+    if max_value is None:
+        raise ImageError(f"expected uint8 or uint16 pixels, got {image.dtype}")
+    return image.astype(np.float32) / np.float32(max_value)
+
+
+def from_float(image: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
+    """Float pixels in [0, 1] → ``dtype`` (uint8/uint16): clamp, scale, round, cast."""
+    dtype = np.dtype(dtype)
+    max_value = _MAX_VALUES.get(dtype)
+    if max_value is None:
+        raise ImageError(f"can only convert to uint8 or uint16, not {dtype}")
+    scaled = np.clip(image, 0.0, 1.0) * max_value
+    return np.rint(scaled).astype(dtype)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) or (H, W) float image → float32 tensor (1, C, H, W)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    array = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(array).unsqueeze(0)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) tensor → float32 (H, W, C) numpy array (values unchanged)."""
+    if tensor.dim() == 4:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"expected a batch of one image, got shape {tuple(tensor.shape)}")
+        tensor = tensor[0]
+    if tensor.dim() != 3:
+        raise ValueError(f"expected (C, H, W) or (1, C, H, W), got shape {tuple(tensor.shape)}")
+    return tensor.detach().to(device="cpu", dtype=torch.float32).permute(1, 2, 0).numpy()

@@ -1,0 +1,449 @@
+"""The training loop: data, model, optimisation, validation, checkpoints and final weights.
+
+Run folder layout (``<output_dir>/<name>/``)::
+
+    config.toml               resolved configuration (overrides applied, paths expanded)
+    metrics.jsonl             loss / learning rate / validation records, one JSON per line
+    curves.png                loss and validation PSNR curves
+    previews/<image>.png      bicubic | SR | HR crops of the latest validation
+    checkpoints/iter_N/       resumable checkpoints (see lightsr.train.checkpoints)
+    final.safetensors         trained weights (training form)
+    final_ema.safetensors     EMA weights (training form), when EMA is on
+    deploy_fp16.safetensors   inference form (re-parameterised when the network has a
+                              training form), float16, loadable with lightsr.load_model
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lightsr.archs.registry import build_model, get_arch
+from lightsr.checkpoint import read_state_dict, save_safetensors
+from lightsr.errors import CheckpointError, ConfigError, UsageError
+from lightsr.train.checkpoints import (
+    TrainingState,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from lightsr.train.config import Config, config_to_toml
+from lightsr.train.data import PatchSampler, default_lr_cache, describe_pairs, load_training_pairs
+from lightsr.train.distributed import (
+    DistInfo,
+    barrier,
+    destroy_process_group,
+    init_process_group,
+    launched_by_torchrun,
+    max_across_ranks,
+    resolve_device,
+)
+from lightsr.train.optim import Budget, WeightEMA, learning_rate, make_loss, make_optimizer
+from lightsr.train.report import MetricsLog, Progress
+from lightsr.train.validation import (
+    ValidationResult,
+    load_validation_set,
+    sync_device,
+    validate,
+    write_previews,
+)
+
+# Under DDP the wall-clock budget is agreed on (one all-reduce) every this many iterations.
+DIST_TIME_CHECK_EVERY = 10
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    iterations: int
+    weights: dict[str, Path] = field(default_factory=dict)
+    val_psnr: float | None = None
+    val_ssim: float | None = None
+    deploy_psnr: float | None = None
+
+
+def train(config: Config, resume: str | None = None, progress: bool = True) -> TrainResult:
+    """Train the network described by ``config``; the API behind ``lightsr train``.
+
+    Under ``torchrun`` every process calls this; rank 0 alone writes files.
+
+    Args:
+        config: a validated configuration (see :func:`lightsr.train.config.load_config`).
+        resume: ``None`` (fresh run), ``"auto"`` (newest checkpoint of the run folder, if
+            any) or the path of a checkpoint folder.
+        progress: show the progress bar (or log lines when stderr is not a terminal).
+
+    Raises:
+        ConfigError, UsageError, CheckpointError: invalid settings, data or checkpoint.
+    """
+    info = launched_by_torchrun()
+    device = resolve_device(config.train.device, info)
+    init_process_group(info, device)
+    try:
+        return Trainer(config, info, device, resume, progress).run()
+    finally:
+        destroy_process_group(info)
+
+
+class Trainer:
+    """One training run; see :func:`train`."""
+
+    def __init__(
+        self,
+        config: Config,
+        info: DistInfo,
+        device: torch.device,
+        resume: str | None,
+        progress: bool,
+    ) -> None:
+        self.config, self.info, self.device = config, info, device
+        self.spec = get_arch(config.model.network)
+        self.scale = config.model.scale
+        self.run_dir = config.run_dir
+        self._check_settings()
+        checkpoint = self._find_resume_checkpoint(resume)
+        self.progress = Progress(progress and info.is_main)
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
+        self.sampler = self._make_sampler()
+        self.val_pairs = self._load_validation() if info.is_main else []
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(self.spec.name, self.scale, **config.model.options).to(device)
+        if info.enabled and config.train.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.train()
+        decay = config.train.ema_decay
+        self.ema = WeightEMA(self.model, decay) if decay > 0 else None
+        self.optimizer = make_optimizer(self.model, config.optim)
+        fp16 = config.train.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
+        self.loss_fn = make_loss(config.train)
+        self.budget = Budget(config.train)
+        self.iteration, self.elapsed = 0, 0.0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.net = self._wrap(self.model)
+        self.log = (
+            MetricsLog(self.run_dir / "metrics.jsonl", self.iteration) if info.is_main else None
+        )
+
+    # ------------------------------------------------------------------ set-up
+
+    def _check_settings(self) -> None:
+        config, info = self.config, self.info
+        if self.scale not in self.spec.scales:
+            allowed = ", ".join(str(s) for s in self.spec.scales)
+            raise ConfigError(f"{self.spec.name} supports scales {allowed}, not {self.scale}")
+        if config.data.batch_size % info.world_size:
+            raise ConfigError(
+                f"data.batch_size {config.data.batch_size} is not divisible by the "
+                f"{info.world_size} processes"
+            )
+        if config.train.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.precision fp16 needs CUDA; use bf16 or none on CPU")
+
+    def _find_resume_checkpoint(self, resume: str | None) -> Path | None:
+        existing = list_checkpoints(self.run_dir)
+        if resume is None:
+            if existing:
+                raise UsageError(
+                    f"{self.run_dir} already has checkpoints; pass --resume auto to continue "
+                    "it or choose another name (--set name=...)"
+                )
+            return None
+        if resume == "auto":
+            return existing[-1] if existing else None
+        path = Path(resume)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such checkpoint folder")
+        return path
+
+    def _make_sampler(self) -> PatchSampler:
+        data = self.config.data
+        cache = Path(data.lr_cache) if data.lr_cache else default_lr_cache()
+        # Rank 0 fills the LR cache first; the other ranks then only read it.
+        if not self.info.is_main:
+            barrier(self.info)
+        start = time.monotonic()
+        pairs = load_training_pairs(data.hr_dirs, data.lr_dirs, self.scale, cache, data.workers)
+        if self.info.is_main:
+            barrier(self.info)
+        data_device = self.device if data.on_device else torch.device("cpu")
+        sampler = PatchSampler(
+            pairs,
+            self.scale,
+            data.lr_patch,
+            data.flip,
+            data.rot90,
+            data.sampling,
+            data_device,
+            self.config.train.seed,
+        )
+        self._message(
+            f"training data: {describe_pairs(pairs)} ({time.monotonic() - start:.1f} s to load)"
+            + (f", {sampler.skipped} smaller than the patch skipped" if sampler.skipped else "")
+        )
+        return sampler
+
+    def _load_validation(self) -> list:
+        if not self.config.val.dir:
+            return []
+        return load_validation_set(self.config.val.dir, self.scale)
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state.model)
+            if self.ema is not None:
+                self.ema.module.load_state_dict(state.ema if state.ema is not None else state.model)
+                self.ema.updates = int(state.extra.get("ema_updates", state.iteration))
+            self.optimizer.load_state_dict(state.extra["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not match this config ({first})") from None
+        if self.scaler is not None and "scaler" in state.extra:
+            self.scaler.load_state_dict(state.extra["scaler"])
+        generator = state.extra["generator"]
+        self.sampler.generator.set_state(generator)
+        self.iteration, self.elapsed = state.iteration, state.elapsed
+        self._message(f"resumed from {path} at iteration {self.iteration}")
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net: nn.Module = model
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids)
+        if self.config.train.compile:
+            net = torch.compile(net)
+        return net
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> TrainResult:
+        config, info = self.config, self.info
+        self._message(self._summary())
+        self.progress.start(self.iteration, config.train.total_iters or None)
+        check_every = DIST_TIME_CHECK_EVERY if info.enabled else 1
+        loss_sum = torch.zeros((), device=self.device)
+        loss_count, last_log_iter, last_log_time = 0, self.iteration, time.monotonic()
+        loop_start, elapsed_before = time.monotonic(), self.elapsed
+        saved_at = self.iteration if list_checkpoints(self.run_dir) else -1
+        while not self.budget.done(self.iteration, self.elapsed):
+            progress = self.budget.progress(self.iteration, self.elapsed)
+            lr = learning_rate(config.optim.lr, config.schedule, self.iteration, progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum += self._step()
+            loss_count += 1
+            self.iteration += 1
+            self.progress.step()
+            if self.iteration % check_every == 0:
+                local = elapsed_before + time.monotonic() - loop_start
+                self.elapsed = max_across_ranks(local, info, self.device)
+            if self.iteration % config.train.log_interval == 0:
+                now = time.monotonic()
+                speed = (self.iteration - last_log_iter) / max(now - last_log_time, 1e-9)
+                self._log_loss(float(loss_sum) / loss_count, lr, speed)
+                loss_sum.zero_()
+                loss_count, last_log_iter, last_log_time = 0, self.iteration, now
+            if config.val.interval and self.iteration % config.val.interval == 0:
+                self._validate_and_record()
+            if self.iteration % config.train.checkpoint_interval == 0:
+                self._save_checkpoint()
+                saved_at = self.iteration
+        sync_device(self.device)
+        self.progress.close()
+        if saved_at != self.iteration:
+            self._save_checkpoint()
+        return self._finish()
+
+    def _step(self) -> torch.Tensor:
+        """One optimizer step on a fresh batch; returns the (detached) loss."""
+        config = self.config
+        lr_u8, hr_u8 = self.sampler.sample(
+            config.data.batch_size, self.info.rank, self.info.world_size
+        )
+        lr_u8 = lr_u8.to(self.device, non_blocking=True)
+        hr_u8 = hr_u8.to(self.device, non_blocking=True)
+        input_range = self.spec.input_range
+        inputs = lr_u8.float().mul_(input_range / 255.0)
+        target = hr_u8.float().div_(255.0)
+        with self._autocast():
+            output = self.net(inputs)
+        loss = self.loss_fn(output.float() / input_range, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        clip = config.optim.grad_clip
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss.detach()
+
+    def _autocast(self) -> Any:
+        precision = self.config.train.precision
+        if precision == "none":
+            return nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ records
+
+    def _summary(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        budget = []
+        if self.config.train.total_iters:
+            budget.append(f"{self.config.train.total_iters} iterations")
+        if self.config.train.max_minutes:
+            budget.append(f"{self.config.train.max_minutes:g} minutes")
+        processes = f" x {self.info.world_size} processes" if self.info.enabled else ""
+        return (
+            f"training {self.spec.name} x{self.scale} ({params / 1e6:.3f} M parameters) on "
+            f"{self.device}{processes}, budget {' or '.join(budget)}, run folder {self.run_dir}"
+        )
+
+    def _message(self, text: str) -> None:
+        if self.info.is_main:
+            self.progress.message(text)
+
+    def _log_loss(self, loss: float, lr: float, speed: float) -> None:
+        if not self.info.is_main:
+            return
+        progress = self.budget.progress(self.iteration, self.elapsed)
+        eta = self.elapsed * (1 - progress) / progress if progress > 0 else None
+        if not self.config.train.total_iters and progress > 0:
+            self.progress.set_total(round(self.iteration / progress))
+        self.progress.log(self.iteration, loss, lr, speed, eta)
+        self.log.append(
+            {"iter": self.iteration, "loss": loss, "lr": lr, "time": round(self.elapsed, 2)}
+        )
+
+    def _eval_module(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _validate_and_record(self) -> ValidationResult | None:
+        if not self.info.is_main or not self.val_pairs:
+            return None
+        val = self.config.val
+        result = validate(self._eval_module(), self.spec, self.scale, self.val_pairs, val.ssim)
+        record = {"iter": self.iteration, "val_psnr": result.psnr}
+        if result.ssim is not None:
+            record["val_ssim"] = result.ssim
+        self.log.append(record)
+        self.log.plot(self.run_dir / "curves.png")
+        count = val.previews
+        write_previews(
+            self.run_dir / "previews",
+            self.val_pairs[:count],
+            result.outputs[:count],
+            self.scale,
+            val.preview_size,
+        )
+        self.progress.last_psnr = result.psnr
+        return result
+
+    def _metadata(self, form: str) -> dict[str, str]:
+        return {
+            "network": self.spec.family,
+            "variant": self.spec.name,
+            "scale": str(self.scale),
+            "form": form,
+            "options": json.dumps(self.config.model.options, sort_keys=True),
+        }
+
+    def _save_checkpoint(self) -> None:
+        if not self.info.is_main:
+            return
+        extra: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.sampler.generator.get_state(),
+        }
+        if self.scaler is not None:
+            extra["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            extra["ema_updates"] = self.ema.updates
+        state = TrainingState(
+            iteration=self.iteration,
+            elapsed=self.elapsed,
+            model=self.model.state_dict(),
+            ema=self.ema.module.state_dict() if self.ema is not None else None,
+            extra=extra,
+        )
+        save_checkpoint(
+            self.run_dir, state, self._metadata("train"), self.config.train.keep_checkpoints
+        )
+
+    # ------------------------------------------------------------------ end of training
+
+    def _finish(self) -> TrainResult:
+        result = TrainResult(self.run_dir, self.iteration)
+        if not self.info.is_main:
+            return result
+        weights = result.weights
+        weights["final"] = save_safetensors(
+            self.model.state_dict(), self.run_dir / "final.safetensors", self._metadata("train")
+        )
+        if self.ema is not None:
+            weights["final_ema"] = save_safetensors(
+                self.ema.module.state_dict(),
+                self.run_dir / "final_ema.safetensors",
+                self._metadata("train"),
+            )
+        deploy, reparameterized = self._deploy_module()
+        weights["deploy"] = save_safetensors(
+            deploy.state_dict(),
+            self.run_dir / "deploy_fp16.safetensors",
+            self._metadata("deploy" if reparameterized else "train"),
+            half=True,
+        )
+        final_val = self._validate_and_record()
+        if final_val is not None:
+            result.val_psnr, result.val_ssim = final_val.psnr, final_val.ssim
+            result.deploy_psnr = self._score_deploy_file(deploy, weights["deploy"])
+            self.log.append({"iter": self.iteration, "deploy_psnr": result.deploy_psnr})
+            self._message(
+                f"{Path(self.config.val.dir).name} x{self.scale}: PSNR-Y {result.val_psnr:.3f} dB "
+                f"(training form), {result.deploy_psnr:.3f} dB (deploy fp16 file)"
+            )
+        self.log.plot(self.run_dir / "curves.png")
+        self._message(f"finished at iteration {self.iteration}; weights in {self.run_dir}")
+        return result
+
+    def _deploy_module(self) -> tuple[nn.Module, bool]:
+        """A fresh copy of the evaluated weights in inference form (re-parameterised if the
+        network defines ``reparameterize()``, which may work in place or return a module)."""
+        module = build_model(self.spec.name, self.scale, **self.config.model.options)
+        module.load_state_dict(self._eval_module().state_dict())
+        module.to(self.device).eval()
+        reparameterize = getattr(module, "reparameterize", None)
+        if reparameterize is None:
+            return module, False
+        folded = reparameterize()
+        return (folded if isinstance(folded, nn.Module) else module).eval(), True
+
+    def _score_deploy_file(self, deploy: nn.Module, path: Path) -> float:
+        """PSNR-Y of the weights exactly as stored in the float16 deploy file."""
+        state_dict, _ = read_state_dict(path)
+        deploy.load_state_dict(state_dict)
+        result = validate(deploy, self.spec, self.scale, self.val_pairs, with_ssim=False)
+        return result.psnr

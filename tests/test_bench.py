@@ -1,0 +1,257 @@
+"""lightsr bench: complexity counting, measuring, isolation, CLI, JSON and the plot."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from conftest import shared_file
+from lightsr import bench_plot
+from lightsr.archs.registry import build_model
+from lightsr.bench import (
+    BenchRow,
+    BenchSettings,
+    count_complexity,
+    deploy_form,
+    failed_row,
+    flop_counter,
+    measure_network,
+    run_bench,
+    select_models,
+)
+from lightsr.cli import main
+from lightsr.errors import UsageError
+
+SMALL_NETWORKS = ("fmen_s", "ditn_real")
+TINY = BenchSettings(size=(32, 32), runs=1, warmup=0)
+JSON_FIELDS = (
+    "model",
+    "variant",
+    "scale",
+    "params",
+    "macs",
+    "flops",
+    "activations",
+    "convs",
+    "latency_median_s",
+    "latency_min_s",
+    "latency_max_s",
+    "peak_memory_mib",
+    "backend",
+    "device",
+    "threads",
+)
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+
+
+def _counted_flops(fn, *tensors: torch.Tensor) -> int:
+    with torch.inference_mode(), flop_counter() as counter:
+        fn(*tensors)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_sdpa_counts_equal_explicit_matmuls(device):
+    # batch 2, 3 heads, 64 queries and keys, q/k dim 16, v dim 8.
+    q = torch.randn(2, 3, 64, 16, device=device)
+    k = torch.randn(2, 3, 64, 16, device=device)
+    v = torch.randn(2, 3, 64, 8, device=device)
+    expected = 2 * 2 * 3 * 64 * 64 * (16 + 8)
+    assert _counted_flops(_explicit_attention, q, k, v) == expected
+    assert _counted_flops(F.scaled_dot_product_attention, q, k, v) == expected
+
+
+def test_sdpa_math_fallback_is_counted():
+    q, k, v = (torch.randn(1, 2, 32, 8) for _ in range(3))
+    with sdpa_kernel(SDPBackend.MATH):
+        counted = _counted_flops(F.scaled_dot_product_attention, q, k, v)
+    assert counted == _counted_flops(_explicit_attention, q, k, v) == 2 * 2 * 32 * 32 * 16
+
+
+def test_stock_counter_misses_cpu_sdpa():
+    """The reason for the extra formula: without it CPU attention counts as nothing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    q, k, v = (torch.randn(1, 2, 32, 8) for _ in range(3))
+    with FlopCounterMode(display=False) as stock:
+        F.scaled_dot_product_attention(q, k, v)
+    assert stock.get_total_flops() == 0
+
+
+class _ToyNet(nn.Module):
+    """conv3x3(3→8) → attention over pixels → conv1x1(8→3, no bias)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.tail = nn.Conv2d(8, 3, 1, bias=False)
+        self.frozen = nn.Parameter(torch.ones(5), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(x)
+        tokens = x.flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, HW, C)
+        x = F.scaled_dot_product_attention(tokens, tokens, tokens)
+        return self.tail(x.squeeze(1).transpose(1, 2).reshape(-1, 8, 6, 10))
+
+
+class _ReadsValues(_ToyNet):
+    """A forward that reads a tensor value, which the meta device cannot provide."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.sum().item() >= 0
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("network", [_ToyNet, _ReadsValues])
+def test_count_complexity_of_toy_network(network):
+    pixels = 6 * 10
+    expected_macs = pixels * 8 * 3 * 9 + 2 * pixels * pixels * 8 + pixels * 3 * 8
+    counts = count_complexity(network(), (1, 3, 6, 10))
+    assert counts.params == 8 * 3 * 9 + 8 + 3 * 8  # the frozen parameter is left out
+    assert counts.macs == expected_macs
+    assert counts.flops == 2 * expected_macs
+    assert counts.activations == pixels * (8 + 3)
+    assert counts.convs == 2
+
+
+def test_fmen_s_deploy_counts_match_ntire_table():
+    # NTIRE 2022 ESR, team NJU_Jet: 0.341 M params, 22.28 G FLOPs (= MACs), 72.09 M
+    # activations and 34 convs on a 256×256 input.
+    module, form = deploy_form(build_model("fmen_s", 4))
+    counts = count_complexity(module, (1, 3, 256, 256))
+    assert form == "deploy"
+    assert counts.params == 341_066
+    assert counts.macs == pytest.approx(22.28e9, rel=0.01)
+    assert counts.activations == pytest.approx(72.09e6, rel=0.01)
+    assert counts.convs == 34
+
+
+def test_ditn_real_counts():
+    # 30.76 G: the official DITN_Real x4 counted with FlopCounterMode / 2 at 256×256.
+    module, _ = deploy_form(build_model("ditn_real", 4))
+    counts = count_complexity(module, (1, 3, 256, 256))
+    assert counts.params == 444_112
+    assert counts.macs == pytest.approx(30.76e9, rel=0.01)
+
+
+def test_emt_counts():
+    # The official EMT x4 counts 73.11 G (FlopCounterMode / 2 at 256×256). 4.67 G of that
+    # are its one-hot depthwise "shift" convs, which lightsr implements as copies: 6 blocks ×
+    # (6 MLPs × (60 + 120) + 4 PixelMixers × 60) channels × 9 taps × 256² pixels.
+    shift_macs = 6 * (6 * 180 + 4 * 60) * 9 * 256 * 256
+    counts = count_complexity(build_model("emt", 4), (1, 3, 256, 256))
+    assert counts.params == 690_048
+    assert counts.macs + shift_macs == pytest.approx(73.11e9, rel=0.001)
+
+
+def test_measure_network_in_process_fills_every_field():
+    row = measure_network("fmen_s", TINY)
+    assert row.form == "deploy" and row.model == "fmen" and row.variant == "fmen_s"
+    assert row.params == 341_066 and row.flops == 2 * row.macs
+    assert 0 < row.latency_min_s <= row.latency_median_s <= row.latency_max_s
+    assert row.peak_memory_mib >= 0 and row.memory_metric == "cpu_peak_rss_increase"
+    assert row.runs == 1 and row.threads == 2 and row.error is None
+    assert BenchRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+
+
+def test_ntire_protocol_times_one_forward_per_image():
+    settings = BenchSettings(size=(32, 32), runs=2, protocol="ntire")
+    row = measure_network("ditn_real", settings)
+    assert row.runs == 2 and row.protocol == "ntire"
+    assert row.latency_s == row.latency_mean_s
+    assert row.latency_min_s <= row.latency_mean_s <= row.latency_max_s
+
+
+def test_isolated_failure_becomes_an_error_row():
+    # EMT needs sides above 16 px; the worker's one-line error reaches the row.
+    (row,) = run_bench(["emt"], BenchSettings(size=(8, 8), runs=1, warmup=0))
+    assert row.error == "emt needs inputs of at least 17 px per side"
+    assert row.latency_median_s is None and row.model == "emt"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"protocol": "ntire", "precision": "fp16"}, "fp32"),
+        ({"backend": "onnxruntime", "precision": "bf16"}, "bf16"),
+        ({"runs": 0}, "runs"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_invalid_settings_are_usage_errors(changes, message):
+    with pytest.raises(UsageError, match=message):
+        BenchSettings(**changes).validate()
+
+
+def test_select_models():
+    assert select_models("fmen_s, ditn_real,fmen_s", 4) == ["fmen_s", "ditn_real"]
+    assert set(SMALL_NETWORKS) <= set(select_models("all", 4))
+    with pytest.raises(UsageError, match="unknown model"):
+        select_models("nope", 4)
+
+
+def test_cli_json_and_plot(tmp_path, monkeypatch, capsys):
+    official = shared_file("weights/official/FMEN/test_weights.pt").parents[1]
+    shared_file("data/Set5/HR")
+    monkeypatch.setenv("LIGHTSR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIGHTSR_WEIGHTS_URL", official.as_uri())
+    plot = tmp_path / "bench.png"
+    argv = ["bench", "--models", ",".join(SMALL_NETWORKS), "--input", "32x32", "--runs", "1"]
+    assert main([*argv, "--warmup", "0", "--json", "--plot", str(plot)]) == 0
+
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["variant"] for row in rows] == list(SMALL_NETWORKS)
+    for row in rows:
+        missing = [key for key in JSON_FIELDS if row.get(key) is None]
+        assert not missing, f"{row['variant']}: no {missing}"
+    image = cv2.imread(str(plot))
+    assert image is not None and image.shape == (660, 960, 3)
+    # PSNR-Y of the official x4 weights on Set5 (SOURCES.md: 32.12 and 32.10 dB), cached.
+    cached = sorted((tmp_path / "cache" / "eval").glob("*_Set5_x4.json"))
+    psnrs = sorted(json.loads(path.read_text())["psnr"] for path in cached)
+    assert psnrs == pytest.approx([32.10, 32.12], abs=0.01)
+
+
+def test_plot_uses_the_eval_cache(tmp_path, monkeypatch):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"not really a checkpoint")
+    data_dir = tmp_path / "Set5"
+    from lightsr.hub import file_sha256
+
+    monkeypatch.setenv("LIGHTSR_CACHE", str(tmp_path / "cache"))
+    cache = bench_plot.eval_cache_path(file_sha256(weights), "Set5", 4)
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({"psnr": 31.5}))
+    # A cache hit never loads the (unloadable) checkpoint nor reads the (missing) images.
+    assert bench_plot.weights_psnr(weights, data_dir, 4) == 31.5
+
+
+def test_plot_without_weights_notes_and_still_writes(tmp_path):
+    row = failed_row("emt", TINY, "boom")
+    shared_file("data/Set5/HR")
+    result = bench_plot.plot_bench([row], tmp_path / "p.png")
+    assert result.notes == ["emt: not plotted (failed: boom)"]
+    assert cv2.imread(str(tmp_path / "p.png")) is not None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "nope"], "unknown model"),
+        (["--input", "32by32"], "--input"),
+        (["--backend", "onnxruntime", "--device", "cuda"], "CPU only"),
+        (["--protocol", "ntire", "--precision", "fp16"], "fp32"),
+    ],
+)
+def test_cli_usage_errors(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err

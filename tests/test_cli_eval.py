@@ -1,0 +1,64 @@
+import json
+
+import pytest
+
+import lightsr.models
+from lightsr.cli import main
+from test_evaluate import _bicubic_model
+
+
+@pytest.fixture
+def set5(shared):
+    return shared("data/Set5/HR").parent
+
+
+def test_json_output_is_only_json(capsys, set5):
+    assert main(["eval", "--model", "bicubic", "--data", str(set5), "--scale", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dataset"] == "Set5"
+    assert summary["scale"] == 4
+    assert summary["model"] == "bicubic"
+    assert summary["psnr"] == pytest.approx(28.43, abs=0.01)
+    assert summary["ssim"] == pytest.approx(0.8111, abs=0.0005)
+    assert len(summary["images"]) == 5
+
+
+def test_table_output(capsys, set5):
+    assert main(["eval", "--model", "bicubic", "--data", str(set5), "--scale", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "butterfly" in out
+    assert "mean" in out
+    assert "33.67" in out
+
+
+def test_weights_are_resolved_and_evaluated(capsys, set5, monkeypatch):
+    calls = []
+
+    def fake_resolve(model, weights, scale):
+        calls.append((model, weights, scale))
+        return _bicubic_model(scale)
+
+    monkeypatch.setattr(lightsr.models, "resolve_model", fake_resolve)
+    args = ["eval", "--weights", "w.safetensors", "--data", str(set5), "--scale", "3", "--json"]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert calls == [(None, "w.safetensors", 3)]
+    assert json.loads(capsys.readouterr().out)["model"] == "matlab_bicubic_test"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--data", "/nonexistent", "--scale", "4"], "not found"),
+        (["--data", "{set5}", "--scale", "1", "--model", "bicubic"], "scale"),
+        (["--data", "{set5}", "--scale", "4", "--model", "x", "--device", "tpu9"], "device"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(capsys, set5, args, reason):
+    args = [a.replace("{set5}", str(set5)) for a in args]
+    assert main(["eval", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error_lines = captured.err.splitlines()
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith("lightsr eval: error:")
+    assert reason in error_lines[0]

@@ -1,0 +1,130 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lightsr.archs.registry import ArchSpec
+from lightsr.errors import ImageError, UsageError
+from lightsr.evaluate import evaluate
+from lightsr.imresize import imresize
+from lightsr.io import read_rgb_uint8, write_image
+from lightsr.models import SRModel
+
+
+class MatlabBicubicNet(nn.Module):
+    """A "network" that upscales with float MATLAB bicubic, to test the model path end to end."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.scale = scale
+        self.unused = nn.Parameter(torch.zeros(1))  # SRModel reads the device from a parameter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x[0].permute(1, 2, 0).numpy().astype(np.float64)
+        up = imresize(image, self.scale)
+        return torch.from_numpy(up).permute(2, 0, 1).unsqueeze(0).to(x.dtype)
+
+
+def _bicubic_model(scale: int) -> SRModel:
+    spec = ArchSpec(name="matlab_bicubic_test", family="test", builder=MatlabBicubicNet)
+    return SRModel(module=MatlabBicubicNet(scale), spec=spec, scale=scale)
+
+
+@pytest.fixture
+def set5(shared):
+    return shared("data/Set5/HR").parent
+
+
+@pytest.mark.parametrize(
+    ("dataset", "scale", "expected_psnr", "expected_ssim"),
+    [
+        ("Set5", 4, 28.43, 0.8111),
+        ("Set5", 2, 33.67, 0.9303),
+        ("Set14", 4, 26.09, 0.7048),
+        ("B100", 4, 25.96, 0.6681),
+    ],
+)
+def test_bicubic_matches_published_baselines(shared, dataset, scale, expected_psnr, expected_ssim):
+    result = evaluate(shared(f"data/{dataset}/HR").parent, scale, progress=False)
+    assert result.dataset == dataset
+    assert result.model == "bicubic"
+    assert not result.lr_generated
+    assert result.psnr == pytest.approx(expected_psnr, abs=0.01)
+    assert result.ssim == pytest.approx(expected_ssim, abs=0.0005)
+
+
+def test_to_dict_has_exactly_the_documented_keys(set5):
+    result = evaluate(set5, 4, progress=False)
+    summary = result.to_dict()
+    assert list(summary) == ["dataset", "scale", "model", "psnr", "ssim", "images"]
+    assert [image["name"] for image in summary["images"]] == [
+        "baby",
+        "bird",
+        "butterfly",
+        "head",
+        "woman",
+    ]
+    assert set(summary["images"][0]) == {"name", "psnr", "ssim"}
+    assert summary["psnr"] == pytest.approx(np.mean([i["psnr"] for i in summary["images"]]))
+
+
+def test_missing_lr_folder_is_generated_bit_exactly(tmp_path, set5):
+    data = tmp_path / "mini"
+    (data / "HR").mkdir(parents=True)
+    for name in ("bird", "woman"):
+        shutil.copy(set5 / "HR" / f"{name}.png", data / "HR")
+    generated = evaluate(data, 3, progress=False)
+
+    (data / "LR_bicubic").mkdir()
+    shutil.copytree(set5 / "LR_bicubic" / "X3", data / "LR_bicubic" / "X3")
+    official = evaluate(data, 3, progress=False)
+
+    assert generated.lr_generated
+    assert not official.lr_generated
+    assert generated.to_dict() == official.to_dict()
+
+
+def test_missing_or_wrong_size_lr_file_is_an_error(tmp_path, set5):
+    data = tmp_path / "mini"
+    (data / "HR").mkdir(parents=True)
+    shutil.copy(set5 / "HR" / "bird.png", data / "HR")
+    lr_dir = data / "LR_bicubic" / "X4"
+    lr_dir.mkdir(parents=True)
+    with pytest.raises(ImageError, match="LR image missing"):
+        evaluate(data, 4, progress=False)
+
+    lr = read_rgb_uint8(set5 / "LR_bicubic" / "X4" / "birdx4.png")
+    write_image(lr_dir / "birdx4.png", lr[:-1])
+    with pytest.raises(ImageError, match="should be"):
+        evaluate(data, 4, progress=False)
+
+
+def test_model_path_matches_bicubic_baseline(set5):
+    """MATLAB bicubic run as a float "network" lands on the uint8 bicubic baseline."""
+    as_model = evaluate(set5, 4, model=_bicubic_model(4), progress=False)
+    baseline = evaluate(set5, 4, progress=False)
+    assert as_model.model == "matlab_bicubic_test"
+    # Only the intermediate rounding differs, which moves PSNR by about a thousandth of a dB.
+    assert as_model.psnr == pytest.approx(baseline.psnr, abs=0.01)
+    assert as_model.ssim == pytest.approx(baseline.ssim, abs=0.0005)
+
+
+def test_model_for_another_scale_is_an_error(set5):
+    with pytest.raises(UsageError, match="x2, not x4"):
+        evaluate(set5, 4, model=_bicubic_model(2), progress=False)
+
+
+def test_folder_and_scale_errors(tmp_path, set5):
+    with pytest.raises(UsageError, match="not found"):
+        evaluate(tmp_path / "nope", 4)
+    with pytest.raises(UsageError, match="no HR/ folder"):
+        evaluate(tmp_path, 4)
+    (tmp_path / "HR").mkdir()
+    (tmp_path / "HR" / "notes.txt").write_text("no images here")
+    with pytest.raises(UsageError, match="no HR images"):
+        evaluate(tmp_path, 4)
+    for bad_scale in (1, 0, 9):
+        with pytest.raises(UsageError, match="scale"):
+            evaluate(set5, bad_scale)
