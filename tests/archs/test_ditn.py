@@ -108,6 +108,13 @@ def test_detection_round_trip(variant, scale):
     assert (model.variant, model.scale) == (variant, scale)
 
 
+def test_detection_reads_width_ffn_and_bias():
+    state = build_model("ditn_tiny", 2, dim=32, ffn_expansion=1.5, bias=True).state_dict()
+    model = load_model(state)
+    assert model.variant == "ditn_tiny"
+    assert model.module.sft.out_channels == 32
+
+
 @pytest.mark.parametrize("size", [(5, 7), (13, 16), (8, 8)])
 def test_any_input_size_is_padded_and_cropped(size):
     model = build_model("ditn_tiny", 3).eval()

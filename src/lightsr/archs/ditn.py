@@ -379,7 +379,22 @@ def detect_ditn(state_dict: StateDict) -> Detection | None:
     scale = math.isqrt(out_channels // 3)
     if name is None or 3 * scale * scale != out_channels:
         return None
-    return Detection(name=name, scale=scale, state_dict=state_dict)
+    return Detection(
+        name=name, scale=scale, state_dict=state_dict, overrides=_width_overrides(state_dict)
+    )
+
+
+def _width_overrides(state_dict: StateDict) -> dict[str, object]:
+    """Builder arguments whose checkpoint values differ from the defaults (width, FFN, bias)."""
+    dim = state_dict["sft.weight"].shape[0]
+    hidden = state_dict["UFONE.0.ITLs.0.ffn.project_out.weight"].shape[1]
+    found = {
+        "dim": dim,
+        "ffn_expansion": hidden / dim,
+        "bias": "UFONE.0.ITLs.0.attn.project_out.bias" in state_dict,
+    }
+    defaults = {"dim": 60, "ffn_expansion": 2.0, "bias": False}
+    return {k: v for k, v in found.items() if v != defaults[k]}
 
 
 register_detector("ditn", detect_ditn)
