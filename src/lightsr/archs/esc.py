@@ -50,6 +50,9 @@ from lightsr.archs.registry import (
 LN_EPS = 1e-6
 # Side of the per-sample dynamic depthwise kernel of every ConvAttn.
 DYNAMIC_KERNEL = 3
+# Attention biases up to this size are cached between inference calls (ESC: 16 MiB per
+# block). Larger ones (ESC-XL: 243 MiB per block) are rebuilt per call to bound memory.
+MAX_CACHED_BIAS_BYTES = 64 * 2**20
 
 ESC_DEFAULTS: Mapping[str, object] = {
     "dim": 64,
@@ -146,14 +149,19 @@ class WindowAttention(nn.Module):
         self._bias_cache: tuple[tuple, torch.Tensor] | None = None
 
     def bias_matrix(self) -> torch.Tensor:
-        """The (heads, w², w²) additive attention bias, rows = queries, columns = keys."""
+        """The (1, heads, w², w²) additive attention bias, rows = queries, columns = keys.
+
+        Four-dimensional on purpose: PyTorch's fused CPU attention kernel accepts a mask that
+        broadcasts over the batch only when it has the batch axis (a 3-D one falls back to
+        the unfused path, about 5× slower).
+        """
         span = 2 * self.window_size - 1
         table = self.relative_position_bias.view(self.num_heads, span, span)
         rows, cols = self.offsets[:, None, :, None], self.offsets[None, :, None, :]
         # Indexed as [head, qh, qw, kh, kw].
         bias = table[:, rows, cols]
         tokens = self.window_size * self.window_size
-        return bias.reshape(self.num_heads, tokens, tokens)
+        return bias.reshape(1, self.num_heads, tokens, tokens)
 
     def _bias(self, dtype: torch.dtype) -> torch.Tensor:
         """``bias_matrix()`` in ``dtype``; cached while gradients are off.
@@ -162,7 +170,10 @@ class WindowAttention(nn.Module):
         (optimiser steps, ``load_state_dict``) and ``.to()`` invalidate it.
         """
         table = self.relative_position_bias
-        if torch.is_grad_enabled() or table.is_inference():
+        tokens = self.window_size**2
+        too_big = self.num_heads * tokens * tokens * table.element_size() > MAX_CACHED_BIAS_BYTES
+        if torch.is_grad_enabled() or table.is_inference() or too_big:
+            self._bias_cache = None
             return self.bias_matrix().to(dtype)
         key = (table._version, table.data_ptr(), table.device, dtype)
         if self._bias_cache is None or self._bias_cache[0] != key:
@@ -640,7 +651,5 @@ _register("esc", build_esc, ESC_DEFAULTS, "ESC: window attention + shared large-
 _register("esc_light", build_esc, ESC_LIGHT_DEFAULTS, "ESC-light: ESC with 3 blocks")
 _register("esc_xl", build_esc, ESC_XL_DEFAULTS, "ESC-XL: 192 channels, 8 blocks, 48-px windows")
 _register("esc_fp", build_esc_fp, ESC_FP_DEFAULTS, "ESC-FP: fast ESC with decomposed ConvAttn")
-_register(
-    "esc_real", build_esc_real, ESC_REAL_DEFAULTS, "ESC-Real: real-world x4 ESC", scales=(4,)
-)
+_register("esc_real", build_esc_real, ESC_REAL_DEFAULTS, "ESC-Real: real-world x4 ESC", scales=(4,))
 register_detector("esc", detect_esc)

@@ -50,6 +50,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
             raise ConfigError("train.device is cuda but no CUDA device is available")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise ConfigError(f"config key 'train.device' must be auto, cpu or cuda, got {name!r}")

@@ -1,0 +1,205 @@
+"""High-level Python API: :func:`upscale` one image, or an :class:`Upscaler` for many.
+
+Images are numpy arrays in the conventions of :mod:`lightsr.io` (uint8 or uint16; (H, W)
+gray, (H, W, 3) RGB or (H, W, 4) RGBA) and come back in the same dtype and layout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lightsr.errors import ImageError, UsageError
+from lightsr.inference import (
+    DEFAULT_TILE_OVERLAP,
+    ProgressCallback,
+    prepare_model,
+    resolve_device,
+    resolve_precision,
+    upscale_array,
+)
+from lightsr.io import read_image
+from lightsr.models import SRModel
+
+BICUBIC = "bicubic"
+BACKENDS = ("torch",)
+DEFAULT_SCALE = 4
+
+ImageInput = np.ndarray | str | os.PathLike
+
+
+class Upscaler:
+    """A model loaded once and ready to upscale any number of images.
+
+    Args:
+        model: ``None``/``"default"`` for the built-in model, ``"bicubic"`` for MATLAB
+            bicubic interpolation, a network or published-checkpoint name (``"emt"``,
+            ``"emt_x4_official"``), or a loaded :class:`~lightsr.models.SRModel` (moved to
+            ``device``/``precision`` in place).
+        scale: upscaling factor; ``None`` means the scale of ``weights`` or of an
+            ``SRModel``, otherwise 4.
+        weights: checkpoint file; takes precedence over a model name.
+        tile: force square tiles of this many input pixels; ``None`` tiles automatically
+            when the image would exceed ``max_memory``.
+        tile_overlap: context pixels around each tile (see :mod:`lightsr.inference`).
+        max_memory: bytes one forward pass may use; ``None`` sizes it from free memory.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        backend: inference runtime; only ``"torch"`` exists so far.
+
+    Raises:
+        UsageError: unknown backend, precision, device or model name; bad scale.
+        CheckpointError: the weights cannot be loaded or are for another scale.
+    """
+
+    def __init__(
+        self,
+        model: str | SRModel | None = None,
+        scale: int | None = None,
+        weights: str | os.PathLike | None = None,
+        tile: int | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        max_memory: int | None = None,
+        precision: str = "fp32",
+        device: str = "auto",
+        backend: str = "torch",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise UsageError(
+                f"backend {backend!r} is not available; choose one of: {', '.join(BACKENDS)}"
+            )
+        if scale is not None and scale < 1:
+            raise UsageError(f"scale must be a positive integer, got {scale}")
+        if tile is not None and tile < 1:
+            raise UsageError(f"tile size must be positive, got {tile}")
+        if tile_overlap < 0:
+            raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
+        resolve_precision(precision)
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.max_memory = max_memory
+        self.network: SRModel | None = None
+        if model == BICUBIC and weights is None:
+            self.scale = DEFAULT_SCALE if scale is None else scale
+            return
+        network = _load_network(model, scale, weights)
+        self.network = prepare_model(network, self.device, precision)
+        self.scale = network.scale
+
+    @property
+    def name(self) -> str:
+        """``"bicubic"`` or the network variant (``"fmen_s"``)."""
+        return BICUBIC if self.network is None else self.network.variant
+
+    def __call__(self, image: ImageInput, progress: ProgressCallback | None = None) -> np.ndarray:
+        """Upscale ``image`` (an array or a path to an image file).
+
+        Args:
+            image: uint8/uint16 array, (H, W), (H, W, 3) or (H, W, 4); or an image path
+                (read with :func:`lightsr.io.read_image`, EXIF orientation applied).
+            progress: called as ``progress(done, total)`` after every tile.
+
+        Returns:
+            The upscaled image, same dtype and channels as the input.
+
+        Raises:
+            ImageError: unreadable file, unsupported array, or smaller than the network's
+                minimum input size.
+        """
+        pixels = read_image(image) if isinstance(image, str | os.PathLike) else image
+        _check_pixels(pixels)
+        if self.network is None:
+            from lightsr.imresize import imresize
+
+            return imresize(pixels, self.scale)
+        if pixels.ndim == 3 and pixels.shape[2] == 4:
+            return self._upscale_rgba(pixels, progress)
+        return self._run(pixels, progress)
+
+    def _run(self, pixels: np.ndarray, progress: ProgressCallback | None) -> np.ndarray:
+        assert self.network is not None
+        return upscale_array(
+            self.network, pixels, self.tile, self.tile_overlap, self.max_memory, progress
+        )
+
+    def _upscale_rgba(self, pixels: np.ndarray, progress: ProgressCallback | None) -> np.ndarray:
+        """Colour through the network; alpha too (as gray) unless it is constant."""
+        color = self._run(pixels[..., :3], progress)
+        out = np.empty((*color.shape[:2], 4), dtype=pixels.dtype)
+        out[..., :3] = color
+        del color
+        alpha = pixels[..., 3]
+        if alpha.min() == alpha.max():
+            out[..., 3] = alpha.flat[0]
+        else:
+            out[..., 3] = self._run(alpha, progress)
+        return out
+
+
+def upscale(
+    image: ImageInput,
+    model: str | SRModel | None = None,
+    scale: int | None = None,
+    weights: str | os.PathLike | None = None,
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    max_memory: int | None = None,
+    precision: str = "fp32",
+    device: str = "auto",
+    backend: str = "torch",
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Super-resolve one image.
+
+    >>> import lightsr
+    >>> big = lightsr.upscale("photo.jpg")                 # built-in model, x4
+    >>> big = lightsr.upscale(array, model="emt", scale=2)  # published EMT x2 weights
+
+    Takes the arguments of :class:`Upscaler` plus ``image`` and ``progress`` (see
+    :meth:`Upscaler.__call__`). To upscale many images, build one :class:`Upscaler` so the
+    model is loaded once.
+
+    Returns:
+        The upscaled image: same dtype (uint8 or uint16) and channels as the input.
+    """
+    upscaler = Upscaler(
+        model=model,
+        scale=scale,
+        weights=weights,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        max_memory=max_memory,
+        precision=precision,
+        device=device,
+        backend=backend,
+    )
+    return upscaler(image, progress)
+
+
+def _load_network(
+    model: str | SRModel | None, scale: int | None, weights: str | os.PathLike | None
+) -> SRModel:
+    from lightsr.models import load_model, resolve_model
+
+    if isinstance(model, SRModel):
+        if scale is not None and scale != model.scale:
+            raise UsageError(f"the model upscales x{model.scale}, not x{scale}")
+        return model
+    if weights is not None and scale is None:
+        return load_model(Path(weights))
+    return resolve_model(model, weights, DEFAULT_SCALE if scale is None else scale)
+
+
+def _check_pixels(pixels: object) -> None:
+    if not isinstance(pixels, np.ndarray):
+        raise ImageError(f"expected a numpy array or an image path, got {type(pixels).__name__}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ImageError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {pixels.shape}")
+    if pixels.size == 0:
+        raise ImageError(f"image has zero size ({pixels.shape[1]}x{pixels.shape[0]})")

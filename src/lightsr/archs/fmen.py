@@ -1,0 +1,389 @@
+"""FMEN and FMEN-S: Fast and Memory-Efficient Network (Du et al., CVPRW 2022).
+
+Two forms of the same network share one topology and one set of module names:
+
+* the **training form** (``deploy=False``): every 3×3 conv of an ERB is a residual-in-residual
+  re-parameterisable block (RRRB: expand 1×1 → valid 3×3 → reduce 1×1, plus two identities)
+  and every high-frequency attention block (HFAB) carries three BatchNorms;
+* the **deploy form** (``deploy=True``): each RRRB is one ``rep_conv`` 3×3 and the BatchNorms
+  are merged into the HFAB convs.
+
+:func:`reparameterize` folds a training-form module into the deploy form exactly, including
+image borders: the training form pads its valid 3×3 convs with the value that a zero input
+would take there (the expand-conv bias, the BatchNorm shift), which is what the zero-padded
+folded conv sees.
+
+The module works in the official [0, 255] pixel range (EDSR framework, no mean shift).
+
+Variants:
+
+* ``fmen_s``: the NTIRE 2022 ESR submission, the only configuration in the official code
+  (``n_feats=50, mid_feats=16, down_blocks=4, up_blocks=[2,1,1,1,1]``, expand ratio 2).
+* ``fmen``: the paper's larger model, whose configuration is neither in the official code nor
+  in any text reachable here. See :data:`FMEN_CONFIG` for the numbers we assume.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightsr.archs.blocks import PixelShuffleUpsampler
+from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
+
+NEGATIVE_SLOPE = 0.1
+
+FMEN_S_CONFIG = {"n_feats": 50, "mid_feats": 16, "down_blocks": 4, "up_blocks": (2, 1, 1, 1, 1)}
+"""FMEN-S, exactly as the official ``Args`` of ``train_fmen.py``/``test_fmen.py``."""
+
+FMEN_CONFIG = {"n_feats": 64, "mid_feats": 16, "down_blocks": 4, "up_blocks": (2, 1, 1, 1, 1)}
+"""FMEN (the paper's larger model): **assumed** configuration.
+
+The paper describes FMEN as FMEN-S's larger sibling built from the same blocks, but its
+hyper-parameters are not in the official code and the paper's implementation details could
+not be read here. We keep FMEN-S's topology (4 ERB–HFAB pairs, HFAB branches of 16 and 12
+channels, expand ratio 2) and assume a 64-channel trunk, the usual width of the EDSR-baseline
+framework FMEN was built in. Everything in this dict except the topology is an assumption.
+"""
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, NEGATIVE_SLOPE)
+
+
+def pad_with_values(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Pad ``x`` (N,C,H,W) by one pixel on every side, with channel c's border set to ``values[c]``.
+
+    Written as zero padding plus ``values`` on a border mask, so the interior is copied
+    exactly and gradients reach ``values``.
+    """
+    border = F.pad(x.new_zeros(1, 1, *x.shape[-2:]), (1, 1, 1, 1), value=1.0)
+    return F.pad(x, (1, 1, 1, 1)) + border * values.view(1, -1, 1, 1)
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm in eval mode as ``x * scale + shift`` (from its running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def _add_identity(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (C,C,3,3) plus the identity as a centre tap."""
+    eye = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    return weight + F.pad(eye[:, :, None, None], (1, 1, 1, 1))
+
+
+class RRRB(nn.Module):
+    """Residual-in-residual re-parameterisable block (training form of one 3×3 conv).
+
+    ``reduce(fea(pad_b0(expand(x))) + expand(x)) + x``; :meth:`fold` gives the equivalent
+    3×3 conv.
+
+    Args:
+        channels: input and output channels.
+        ratio: expansion ratio of the hidden 1×1/3×3 convs.
+    """
+
+    def __init__(self, channels: int, ratio: int = 2) -> None:
+        super().__init__()
+        hidden = channels * ratio
+        self.expand_conv = nn.Conv2d(channels, hidden, 1)
+        self.fea_conv = nn.Conv2d(hidden, hidden, 3, padding=0)
+        self.reduce_conv = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expanded = self.expand_conv(x)
+        # The border takes expand_conv(0) = bias, matching the folded conv's zero padding.
+        padded = pad_with_values(expanded, self.expand_conv.bias)
+        return self.reduce_conv(self.fea_conv(padded) + expanded) + x
+
+    @torch.no_grad()
+    def fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight (C,C,3,3) and bias (C) of the single 3×3 conv equal to this block."""
+        w0 = self.expand_conv.weight[:, :, 0, 0]  # (hidden, C)
+        w1 = _add_identity(self.fea_conv.weight)  # inner residual
+        w2 = self.reduce_conv.weight[:, :, 0, 0]  # (C, hidden)
+        w01 = torch.einsum("omhw,mi->oihw", w1, w0)
+        b01 = self.fea_conv.bias + torch.einsum("omhw,m->o", w1, self.expand_conv.bias)
+        weight = torch.einsum("pm,mihw->pihw", w2, w01)
+        bias = w2 @ b01 + self.reduce_conv.bias
+        return _add_identity(weight), bias  # outer residual
+
+
+class RepConv(nn.Module):
+    """Deploy form of an :class:`RRRB`: one 3×3 conv, stored as ``rep_conv``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.rep_conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rep_conv(x)
+
+
+class ERB(nn.Module):
+    """Enhanced residual block: conv1 → LeakyReLU(0.1) → conv2 (each an RRRB or a RepConv).
+
+    There is no outer skip: the residuals live inside the RRRBs.
+    """
+
+    def __init__(self, channels: int, ratio: int = 2, deploy: bool = False) -> None:
+        super().__init__()
+        self.conv1 = RepConv(channels) if deploy else RRRB(channels, ratio)
+        self.conv2 = RepConv(channels) if deploy else RRRB(channels, ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(_lrelu(self.conv1(x)))
+
+
+class HFAB(nn.Module):
+    """High-frequency attention block: ``x * sigmoid(excitate(ERBs(squeeze(x))))``.
+
+    In the training form, BatchNorms surround the convs (``bn1`` before ``squeeze``,
+    ``bn2`` before ``excitate``, ``bn3`` after it) and the 3×3 convs are valid convs on
+    inputs padded with the BatchNorm shift β − μγ/σ (BN of a zero input), so that merging
+    the BNs is exact at the borders. Following the official code, the pad value uses the
+    running statistics even in train mode. In the deploy form the BNs are merged away.
+
+    Args:
+        channels: trunk channels.
+        mid_channels: channels inside the attention branch.
+        n_erbs: number of ERBs in the branch.
+        ratio: RRRB expansion ratio of the branch ERBs.
+        deploy: build the deploy form.
+    """
+
+    def __init__(
+        self, channels: int, mid_channels: int, n_erbs: int, ratio: int = 2, deploy: bool = False
+    ) -> None:
+        super().__init__()
+        self.deploy = deploy
+        padding = 1 if deploy else 0
+        if not deploy:
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.bn2 = nn.BatchNorm2d(mid_channels)
+            self.bn3 = nn.BatchNorm2d(channels)
+        self.squeeze = nn.Conv2d(channels, mid_channels, 3, padding=padding)
+        self.convs = nn.Sequential(*(ERB(mid_channels, ratio, deploy) for _ in range(n_erbs)))
+        self.excitate = nn.Conv2d(mid_channels, channels, 3, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy:
+            branch = _lrelu(self.convs(_lrelu(self.squeeze(x))))
+            return torch.sigmoid(self.excitate(branch)) * x
+        branch = pad_with_values(self.bn1(x), _bn_scale_shift(self.bn1)[1])
+        branch = _lrelu(self.convs(_lrelu(self.squeeze(branch))))
+        branch = pad_with_values(self.bn2(branch), _bn_scale_shift(self.bn2)[1])
+        return torch.sigmoid(self.bn3(self.excitate(branch))) * x
+
+    @torch.no_grad()
+    def folded_convs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Weights and biases of ``squeeze`` and ``excitate`` with the BatchNorms merged."""
+        scale1, shift1 = _bn_scale_shift(self.bn1)
+        scale2, shift2 = _bn_scale_shift(self.bn2)
+        scale3, shift3 = _bn_scale_shift(self.bn3)
+        squeeze = _merge_bn_before(self.squeeze, scale1, shift1)
+        w, b = _merge_bn_before(self.excitate, scale2, shift2)
+        excitate = (w * scale3.view(-1, 1, 1, 1), b * scale3 + shift3)
+        return {"squeeze": squeeze, "excitate": excitate}
+
+
+def _merge_bn_before(
+    conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``conv(x * scale + shift)`` as one conv (per input channel)."""
+    weight = conv.weight * scale.view(1, -1, 1, 1)
+    bias = conv.bias + torch.einsum("oihw,i->o", conv.weight, shift)
+    return weight, bias
+
+
+class FMEN(nn.Module):
+    """FMEN / FMEN-S in the training or deploy form; input and output in [0, 255].
+
+    head → warmup (conv3x3, HFAB) → [ERB → HFAB] × down_blocks → lr_conv, plus the long skip
+    from the head → tail (conv3x3 + PixelShuffle).
+
+    Args:
+        scale: upscale factor.
+        n_feats: trunk channels.
+        mid_feats: HFAB branch channels (the warm-up HFAB uses ``mid_feats - 4``).
+        down_blocks: number of ERB–HFAB pairs.
+        up_blocks: ERBs inside each HFAB: the warm-up one first, then one per pair.
+        backbone_ratio: RRRB expansion ratio of the trunk ERBs.
+        attention_ratio: RRRB expansion ratio of the HFAB ERBs.
+        n_colors: image channels.
+        deploy: build the deploy form (plain 3×3 convs, no BatchNorm).
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        n_feats: int = 50,
+        mid_feats: int = 16,
+        down_blocks: int = 4,
+        up_blocks: Sequence[int] = (2, 1, 1, 1, 1),
+        backbone_ratio: int = 2,
+        attention_ratio: int = 2,
+        n_colors: int = 3,
+        deploy: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(up_blocks) != down_blocks + 1:
+            raise ValueError("up_blocks needs one entry per HFAB (down_blocks + 1)")
+        self.config = {
+            "scale": scale,
+            "n_feats": n_feats,
+            "mid_feats": mid_feats,
+            "down_blocks": down_blocks,
+            "up_blocks": tuple(up_blocks),
+            "backbone_ratio": backbone_ratio,
+            "attention_ratio": attention_ratio,
+            "n_colors": n_colors,
+        }
+        self.deploy = deploy
+        self.head = nn.Conv2d(n_colors, n_feats, 3, padding=1)
+        self.warmup = nn.Sequential(
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
+            HFAB(n_feats, mid_feats - 4, up_blocks[0], attention_ratio, deploy),
+        )
+        self.ERBs = nn.ModuleList(ERB(n_feats, backbone_ratio, deploy) for _ in range(down_blocks))
+        self.HFABs = nn.ModuleList(
+            HFAB(n_feats, mid_feats, n, attention_ratio, deploy) for n in up_blocks[1:]
+        )
+        self.lr_conv = nn.Conv2d(n_feats, n_feats, 3, padding=1)
+        self.tail = PixelShuffleUpsampler(n_feats, scale, n_colors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shallow = self.head(x)
+        h = self.warmup(shallow)
+        for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
+            h = hfab(erb(h))
+        return self.tail(self.lr_conv(h) + shallow)
+
+    def reparameterize(self) -> FMEN:
+        """The deploy form of this network (see :func:`reparameterize`)."""
+        return reparameterize(self)
+
+
+@torch.no_grad()
+def reparameterize(model: FMEN) -> FMEN:
+    """Fold a training-form FMEN into an equivalent deploy-form FMEN.
+
+    RRRBs become single 3×3 convs and the HFAB BatchNorms (with their running statistics)
+    are merged into ``squeeze``/``excitate``. The result equals the training form in eval
+    mode, borders included, up to float rounding. A deploy-form input is returned as a copy.
+    The new module is in eval mode, on the same device and dtype.
+    """
+    if model.deploy:
+        return copy.deepcopy(model).eval()
+    deployed = FMEN(**model.config, deploy=True)
+    params = next(model.parameters())
+    deployed.to(device=params.device, dtype=params.dtype)
+    state = {k: v for k, v in model.state_dict().items() if k in deployed.state_dict()}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, RRRB):
+            weight, bias = module.fold()
+            state[f"{prefix}rep_conv.weight"], state[f"{prefix}rep_conv.bias"] = weight, bias
+        elif isinstance(module, HFAB):
+            for conv_name, (weight, bias) in module.folded_convs().items():
+                state[f"{prefix}{conv_name}.weight"] = weight
+                state[f"{prefix}{conv_name}.bias"] = bias
+    deployed.load_state_dict(state, strict=True)
+    return deployed.eval()
+
+
+def build_fmen_s(scale: int = 4, deploy: bool = False, **overrides: object) -> FMEN:
+    """FMEN-S (the official configuration); ``deploy`` selects the form."""
+    return FMEN(scale=scale, deploy=deploy, **{**FMEN_S_CONFIG, **overrides})
+
+
+def build_fmen(scale: int = 4, deploy: bool = False, **overrides: object) -> FMEN:
+    """FMEN, the larger model (assumed configuration, see :data:`FMEN_CONFIG`)."""
+    return FMEN(scale=scale, deploy=deploy, **{**FMEN_CONFIG, **overrides})
+
+
+register_arch(
+    ArchSpec(
+        name="fmen_s",
+        family="fmen",
+        builder=build_fmen_s,
+        input_range=255.0,
+        description="FMEN-S (NTIRE 2022 ESR), 0.34M params deployed; RRRB/BN train form",
+    )
+)
+register_arch(
+    ArchSpec(
+        name="fmen",
+        family="fmen",
+        builder=build_fmen,
+        input_range=255.0,
+        description="FMEN, larger model; width assumed from the paper (64 channels)",
+        paper_derived=True,
+    )
+)
+
+# NTIRE 2022 ESR challenge copy (team03) names the trunk blocks differently.
+_KEY_ALIASES = (("basic_blocks.", "ERBs."), ("hfabs.", "HFABs."))
+_VARIANT_CONFIGS = {"fmen_s": FMEN_S_CONFIG, "fmen": FMEN_CONFIG}
+
+
+def _canonical_key(key: str) -> str:
+    for old, new in _KEY_ALIASES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def _count_indices(keys: set[str], prefix: str) -> int:
+    """Number of consecutive ``prefix{i}.`` groups among ``keys``."""
+    count = 0
+    while any(k.startswith(f"{prefix}{count}.") for k in keys):
+        count += 1
+    return count
+
+
+def detect_fmen(state_dict: StateDict) -> Detection | None:
+    """Recognise an FMEN/FMEN-S checkpoint (either form) from key names and shapes alone."""
+    sd = {_canonical_key(k): v for k, v in state_dict.items()}
+    needed = (
+        "head.weight",
+        "warmup.0.weight",
+        "warmup.1.squeeze.weight",
+        "lr_conv.weight",
+        "tail.0.weight",
+    )
+    if not all(k in sd for k in needed):
+        return None
+    keys = set(sd)
+    if "ERBs.0.conv1.rep_conv.weight" in keys:
+        deploy = True
+    elif "ERBs.0.conv1.expand_conv.weight" in keys:
+        deploy = False
+    else:
+        return None
+    down_blocks = _count_indices(keys, "ERBs.")
+    config = {
+        "n_feats": sd["head.weight"].shape[0],
+        "mid_feats": sd["HFABs.0.squeeze.weight"].shape[0] if down_blocks else None,
+        "down_blocks": down_blocks,
+        "up_blocks": (
+            _count_indices(keys, "warmup.1.convs."),
+            *(_count_indices(keys, f"HFABs.{i}.convs.") for i in range(down_blocks)),
+        ),
+    }
+    name = next((n for n, c in _VARIANT_CONFIGS.items() if c == config), None)
+    tail_out = sd["tail.0.weight"].shape[0]
+    scale = math.isqrt(tail_out // 3)
+    if name is None or 3 * scale * scale != tail_out:
+        return None
+    overrides = {"deploy": True} if deploy else {}
+    return Detection(name=name, scale=scale, state_dict=sd, overrides=overrides)
+
+
+register_detector("fmen", detect_fmen)
