@@ -19,6 +19,7 @@ from lightsr.archs.registry import build_model
 from lightsr.bench import (
     BenchRow,
     BenchSettings,
+    MemoryProbe,
     count_complexity,
     deploy_form,
     failed_row,
@@ -178,6 +179,15 @@ def test_isolated_failure_becomes_an_error_row():
     (row,) = run_bench(["emt"], BenchSettings(size=(8, 8), runs=1, warmup=0))
     assert row.error == "emt needs inputs of at least 17 px per side"
     assert row.latency_median_s is None and row.model == "emt"
+
+
+def test_cpu_memory_probe_sees_an_allocation_after_start():
+    probe = MemoryProbe(torch.device("cpu"))
+    before = torch.ones(16 * 2**20 // 4)  # allocated before start: not counted
+    probe.start()
+    during = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so that it is resident
+    assert 60 <= probe.peak_mib() < 64 + 16
+    del before, during
 
 
 @pytest.mark.parametrize(

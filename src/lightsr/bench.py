@@ -23,8 +23,8 @@ Speed and memory, by protocol:
 
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (weights and input included, as
 the papers report it). On the CPU it is the rise of the process's resident memory (peak RSS)
-during the timed forwards over the resident memory after the model and inputs were built,
-so it measures what the forward itself needs.
+during the warm-up and timed forwards over the resident memory after the model and inputs
+were built, so it measures what the forward itself needs (meaningful in a fresh process).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ PROTOCOLS = ("robust", "ntire")
 DEVICES = ("cpu", "cuda")
 MIB = 2**20
 # Side of the priming input of the robust protocol: large enough for every network's
-# minimum size and attention window, small enough to cost nothing.
+# minimum size and for ONNX exports (32), small enough to cost nothing.
 PRIME_SIDE = 32
 WORKER_MODULE = "lightsr._bench_worker"
 
@@ -490,9 +490,11 @@ def _run_protocol(
         probe.start()
         return [_timed(runner.forward, image) for image in images]
     # Priming loads kernels and starts thread pools: one-time costs that are not the
-    # network's memory or speed.
+    # network's memory or speed. An input no larger than the priming one is not primed:
+    # the allocator would keep that forward's memory and hide it from the probe.
     prime_side = max(PRIME_SIDE, spec.min_size)
-    runner.forward(runner.make_input(min(height, prime_side), min(width, prime_side)))
+    if height > prime_side or width > prime_side:
+        runner.forward(runner.make_input(min(height, prime_side), min(width, prime_side)))
     x = runner.make_input(height, width)
     probe.start()
     for _ in range(settings.warmup):
