@@ -1,6 +1,6 @@
 """Network definitions. Importing this package registers every network variant."""
 
-from lightsr.archs import fmen  # noqa: F401  (registers fmen, fmen_s)
+from lightsr.archs import ditn, fmen  # noqa: F401  (network modules register themselves)
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
