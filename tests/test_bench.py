@@ -204,6 +204,19 @@ def test_invalid_settings_are_usage_errors(changes, message):
         BenchSettings(**changes).validate()
 
 
+def test_onnxruntime_backend_needs_its_modules(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "onnxruntime" else real_find_spec(name, *args),
+    )
+    with pytest.raises(UsageError, match=r"not available here \(missing: .*onnxruntime\)"):
+        BenchSettings(backend="onnxruntime").validate()
+
+
 def test_select_models():
     assert select_models("fmen_s, ditn_real,fmen_s", 4) == ["fmen_s", "ditn_real"]
     assert set(SMALL_NETWORKS) <= set(select_models("all", 4))
