@@ -168,7 +168,7 @@ def test_measure_network_in_process_fills_every_field():
 
 def test_ntire_protocol_times_one_forward_per_image():
     settings = BenchSettings(size=(32, 32), runs=2, protocol="ntire")
-    row = measure_network("ditn_real", settings)
+    row = measure_network("fmen_s", settings)
     assert row.runs == 2 and row.protocol == "ntire"
     assert row.latency_s == row.latency_mean_s
     assert row.latency_min_s <= row.latency_mean_s <= row.latency_max_s
