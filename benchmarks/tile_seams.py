@@ -37,10 +37,8 @@ def load(name: str, scale: int) -> tuple[SRModel, str]:
     checkpoint = OFFICIAL.get((name, scale))
     if checkpoint and (shared_dir() / checkpoint).is_file():
         return load_model(shared_dir() / checkpoint), "official"
-    spec = get_arch(name)
-    deploy = {"deploy": True} if "deploy" in spec.defaults else {}
-    module = build_model(name, scale, **deploy).eval()
-    return SRModel(module=module, spec=spec, scale=scale, source="random"), "random init"
+    module = build_model(name, scale).eval()
+    return SRModel(module=module, spec=get_arch(name), scale=scale), "random init"
 
 
 def seam_mask(height: int, width: int, model: SRModel, tile: int, overlap: int) -> np.ndarray:

@@ -167,3 +167,15 @@ def test_device_and_precision_names():
         resolve_precision("int8")
     with pytest.raises(UsageError, match="device"):
         resolve_device("tpu")
+
+
+def test_tiled_equals_whole_for_fmen_s(baby_lr):
+    # Official FMEN-S weights; the default 64-pixel overlap covers its 34-conv receptive field.
+    from lightsr.models import load_model
+
+    model = load_model(shared_file("weights/official/FMEN/test_weights.pt"))
+    x = _tensor(baby_lr)
+    whole = upscale_tensor(model, x)
+    tiled = upscale_tensor(model, x, tile=32)
+    assert plan_tiles(128, 128, model, tile=32).count == 16
+    assert (tiled - whole).abs().max().item() <= 1e-4

@@ -262,18 +262,19 @@ def test_cli_missing_input_and_name_clash_exit_2(tmp_path, photo, tiny, capsys):
 
 
 def test_cli_with_a_real_checkpoint(tmp_path, photo, capsys):
-    # The real loading path: a random-init ESC-light x4 saved as a lightsr checkpoint.
+    # The real loading path: a random-init ESC-light x2 saved as a lightsr checkpoint; the
+    # scale (and the output suffix) come from the file.
     torch.manual_seed(0)
-    weights = tmp_path / "esc_light_x4.safetensors"
-    metadata = {"network": "esc", "variant": "esc_light", "scale": "4"}
-    save_safetensors(build_model("esc_light", 4).state_dict(), weights, metadata)
+    weights = tmp_path / "esc_light_x2.safetensors"
+    metadata = {"network": "esc", "variant": "esc_light", "scale": "2"}
+    save_safetensors(build_model("esc_light", 2).state_dict(), weights, metadata)
     write_image(tmp_path / "in" / "ok.png", photo[:20, :24])
     write_image(tmp_path / "in" / "dot.png", photo[:1, :1])
     code = main(
         ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(weights)]
     )
     assert code == 1
-    assert read_image(tmp_path / "out" / "ok_x4.png").shape == (80, 96, 3)
-    assert not (tmp_path / "out" / "dot_x4.png").exists()
+    assert read_image(tmp_path / "out" / "ok_x2.png").shape == (40, 48, 3)
+    assert not (tmp_path / "out" / "dot_x2.png").exists()
     err = capsys.readouterr().err
     assert "dot.png" in err and "needs at least 17x17" in err

@@ -117,18 +117,21 @@ class Upscaler:
 
             return imresize(pixels, self.scale)
         if pixels.ndim == 3 and pixels.shape[2] == 4:
-            return self._upscale_rgba(pixels, progress)
-        return self._run(pixels, progress)
+            return self._upscale_rgba(self.network, pixels, progress)
+        return self._run(self.network, pixels, progress)
 
-    def _run(self, pixels: np.ndarray, progress: ProgressCallback | None) -> np.ndarray:
-        assert self.network is not None
+    def _run(
+        self, network: SRModel, pixels: np.ndarray, progress: ProgressCallback | None
+    ) -> np.ndarray:
         return upscale_array(
-            self.network, pixels, self.tile, self.tile_overlap, self.max_memory, progress
+            network, pixels, self.tile, self.tile_overlap, self.max_memory, progress
         )
 
-    def _upscale_rgba(self, pixels: np.ndarray, progress: ProgressCallback | None) -> np.ndarray:
+    def _upscale_rgba(
+        self, network: SRModel, pixels: np.ndarray, progress: ProgressCallback | None
+    ) -> np.ndarray:
         """Colour through the network; alpha too (as gray) unless it is constant."""
-        color = self._run(pixels[..., :3], progress)
+        color = self._run(network, pixels[..., :3], progress)
         out = np.empty((*color.shape[:2], 4), dtype=pixels.dtype)
         out[..., :3] = color
         del color
@@ -136,7 +139,7 @@ class Upscaler:
         if alpha.min() == alpha.max():
             out[..., 3] = alpha.flat[0]
         else:
-            out[..., 3] = self._run(alpha, progress)
+            out[..., 3] = self._run(network, alpha, progress)
         return out
 
 

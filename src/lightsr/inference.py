@@ -22,13 +22,17 @@ the output plus one tile's working set.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import psutil
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from lightsr.errors import ImageError, UsageError
@@ -42,15 +46,22 @@ DEFAULT_TILE_OVERLAP = 64
 # Tile origins, tile sizes and margins are multiples of this: the largest window or patch
 # grid among the networks (ESC 32x32, EMT 32x8/8x32, DITN 8x8).
 TILE_ALIGN = 32
-# CPU throughput stops improving long before tiles reach this size, while memory does not.
-CPU_BUDGET_CAP = 1 << 30
+# Default CPU budget: FMEN-S throughput is the same on 256- and 512-pixel tiles, and
+# 4096x4096 x4 (768 MiB of output) then stays under 2 GiB of resident memory.
+CPU_BUDGET_CAP = 512 << 20
+# ...but tiles are allowed at least this side (input pixels), or the context margins would
+# dominate the work of memory-hungry attention networks.
+MIN_TILE_SIDE = 512
 # Fraction of the free RAM (CPU) or free device memory (CUDA) a tile may use by default.
 FREE_MEMORY_FRACTION = 0.5
-# Peak memory of a forward pass ≈ this many times its largest single intermediate tensor
-# (the operands of one op, a residual skip and the long skip live at the same time).
-ACTIVATION_FACTOR = 4.0
-# Side of the square probe image used to measure memory per pixel.
-PROBE_SIZE = 128
+# CPU peak memory of a forward pass ≈ the larger of these multiples of its largest tensor
+# (operands of one op, residual and long skips and oneDNN scratch live at the same time;
+# measured 6.5 for FMEN-S) and of its largest attention score matrix (scores, mask sum and
+# softmax coexist; measured 1.9 for EMT, 2.4 for ESC-light).
+ACTIVATION_FACTOR = 8.0
+ATTENTION_FACTOR = 3.0
+# Side of the square probe image used to estimate memory per pixel.
+PROBE_SIZE = 256
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -104,52 +115,84 @@ def _model_device_dtype(model: SRModel) -> tuple[torch.device, torch.dtype]:
 # ----------------------------------------------------------------------------- memory
 
 
-class _LargestTensor(TorchFunctionMode):
-    """Records the size in bytes of the largest tensor any torch function returns."""
+class _TensorSizes(TorchFunctionMode):
+    """Records the largest tensor torch functions return and the largest attention matrix.
+
+    Fused attention (``F.scaled_dot_product_attention``) returns only its small output, but
+    on the CPU it materialises the (queries × keys) score matrix internally.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.largest = 0
+        self.attention = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        result = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if func is F.scaled_dot_product_attention:
+            query, key = args[0], args[1]
+            scores = query.shape[:-1].numel() * key.shape[-2]
+            self.attention = max(self.attention, scores * query.element_size())
         for item in result if isinstance(result, tuple) else (result,):
             if isinstance(item, torch.Tensor):
                 self.largest = max(self.largest, item.numel() * item.element_size())
         return result
 
 
+# Estimates per (module, device, dtype); memory does not depend on the weights' values.
+_ESTIMATES: WeakKeyDictionary[nn.Module, dict[tuple[str, torch.dtype], float]] = WeakKeyDictionary()
+
+
 def estimate_bytes_per_pixel(model: SRModel) -> float:
     """Working memory of one forward pass per input pixel, on the model's device and dtype.
 
-    On CUDA the peak allocation of a probe forward is measured. On CPU, where torch keeps no
-    allocation statistics, the largest intermediate tensor of the probe forward is recorded
-    and multiplied by :data:`ACTIVATION_FACTOR`. Windowed attention and convolutions scale
-    linearly with the pixel count, so the probe extrapolates to any size.
+    On CUDA the peak allocation of a probe forward is measured. On the CPU, where torch keeps
+    no allocation statistics, a probe forward runs on the ``meta`` device (shapes only, no
+    arithmetic) and the peak is modelled from its largest tensor and largest attention
+    matrix, with factors calibrated on FMEN-S, EMT and ESC. Convolutions and windowed
+    attention scale linearly with the pixel count, so the probe extrapolates to any size.
+    The result is cached per module, device and dtype.
     """
     device, dtype = _model_device_dtype(model)
-    side = _round_up(max(PROBE_SIZE, model.spec.min_size), TILE_ALIGN)
+    cache = _ESTIMATES.setdefault(model.module, {})
+    key = (str(device), dtype)
+    if key not in cache:
+        side = _round_up(max(PROBE_SIZE, model.spec.min_size), TILE_ALIGN)
+        peak = _cuda_peak(model, side) if device.type == "cuda" else _modelled_peak(model, side)
+        cache[key] = peak / (side * side)
+    return cache[key]
+
+
+def _cuda_peak(model: SRModel, side: int) -> int:
+    device, dtype = _model_device_dtype(model)
     probe = torch.rand(1, 3, side, side, device=device, dtype=dtype)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        model.upscale(probe)
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        with _LargestTensor() as recorder:
-            model.upscale(probe)
-        peak = recorder.largest * ACTIVATION_FACTOR
-    return peak / (side * side)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    model.upscale(probe)
+    return torch.cuda.max_memory_allocated(device) - before
 
 
-def default_memory_budget(device: torch.device) -> int:
-    """Bytes one tile may use: part of the free device memory (CUDA) or free RAM (CPU)."""
+def _modelled_peak(model: SRModel, side: int) -> float:
+    shadow = SRModel(copy.deepcopy(model.module).to("meta"), model.spec, model.scale)
+    with _TensorSizes() as sizes:
+        shadow.upscale(torch.empty(1, 3, side, side, device="meta"))
+    return max(sizes.largest * ACTIVATION_FACTOR, sizes.attention * ATTENTION_FACTOR)
+
+
+def default_memory_budget(device: torch.device, bytes_per_pixel: float) -> int:
+    """Bytes one tile may use by default.
+
+    CUDA: part of the free device memory. CPU: part of the free RAM, but no more than
+    :data:`CPU_BUDGET_CAP` unless a :data:`MIN_TILE_SIDE` tile needs more.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * FREE_MEMORY_FRACTION)
-    available = psutil.virtual_memory().available
-    return int(min(available * FREE_MEMORY_FRACTION, CPU_BUDGET_CAP))
+    available = psutil.virtual_memory().available * FREE_MEMORY_FRACTION
+    wanted = max(CPU_BUDGET_CAP, MIN_TILE_SIDE**2 * bytes_per_pixel)
+    return int(min(available, wanted))
 
 
 # ----------------------------------------------------------------------------- tile plan
@@ -262,8 +305,10 @@ def plan_tiles(
     smallest_core = _round_up(model.spec.min_size, align)
     if tile is None:
         device, _ = _model_device_dtype(model)
-        budget = default_memory_budget(device) if max_memory is None else max_memory
         bytes_per_pixel = estimate_bytes_per_pixel(model)
+        budget = (
+            default_memory_budget(device, bytes_per_pixel) if max_memory is None else max_memory
+        )
         if height * width * bytes_per_pixel <= budget:
             return TilePlan(split_axis(height, height, 0), split_axis(width, width, 0))
         side = math.sqrt(budget / bytes_per_pixel)

@@ -83,11 +83,9 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     if args.backend != "torch":
         raise UsageError(f"backend {args.backend!r} is not available yet; use --backend torch")
-    # Check inputs and outputs before loading the model, so that typos fail fast; only
-    # --weights without --scale leaves the scale (and so the default suffix) to the file.
-    known_scale = args.scale if args.scale is not None or args.weights else DEFAULT_SCALE
-    if known_scale is not None:
-        jobs = _plan(args, known_scale)
+    # Check inputs and outputs before loading the model, so that typos fail fast. The
+    # default suffix names the scale, which --weights without --scale leaves to the file.
+    jobs = _plan(args, args.scale or DEFAULT_SCALE)
     upscaler = Upscaler(
         model=args.model,
         scale=args.scale,
@@ -99,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         backend=args.backend,
     )
-    if known_scale is None:
+    if upscaler.scale != (args.scale or DEFAULT_SCALE):
         jobs = _plan(args, upscaler.scale)
     display = _Display(len(jobs), quiet=args.json)
     report = run_jobs(
