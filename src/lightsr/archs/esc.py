@@ -262,6 +262,8 @@ class ConvolutionalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, lk_filter: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
+        # Both convs below would otherwise each copy the channel slice to a dense tensor.
+        x1 = x1.contiguous()
         dynamic = self.dwc_proj(x1).view(-1, self.pdim, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
         mixed = F.conv2d(x1, lk_filter, padding=lk_filter.shape[-1] // 2)
         mixed = mixed + dynamic_depthwise3x3(x1, dynamic)
