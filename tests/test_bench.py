@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from conftest import shared_file
 from lightsr import bench_plot
 from lightsr.archs.registry import build_model
 from lightsr.bench import (
@@ -31,6 +30,7 @@ from lightsr.bench import (
 )
 from lightsr.cli import main
 from lightsr.errors import UsageError
+from tests.conftest import shared_file
 
 SMALL_NETWORKS = ("fmen_s", "ditn_real")
 TINY = BenchSettings(size=(32, 32), runs=1, warmup=0)

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import shared_file
 from lightsr import load_model
 from lightsr.archs import build_model
 from lightsr.archs.ditn import ISA, SAL, SDA, UFONE, ChannelLayerNorm, TanhConvNorm
+from tests.conftest import shared_file
 
 TOLERANCE = 1e-4
 

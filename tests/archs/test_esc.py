@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import lightsr
-from conftest import shared_file
 from lightsr.archs.esc import (
     ConvolutionalAttention,
     WindowAttention,
@@ -19,6 +18,7 @@ from lightsr.archs.esc import (
     dynamic_depthwise3x3,
 )
 from lightsr.errors import UsageError
+from tests.conftest import shared_file
 
 GOLDEN = [
     ("esc_x2", "esc", 2),

@@ -11,8 +11,18 @@ import torch
 
 from lightsr.io import write_image
 
-# The test machines are small and shared: one thread avoids OpenMP oversubscription stalls.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, like the subprocesses these tests start (``OMP_NUM_THREADS=1``).
+
+    Results must match bit for bit across processes, and other test modules (bench) change
+    the thread count of the pytest process; one thread also avoids oversubscription stalls.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 # FMEN-S with every block present but 8 channels: trains in milliseconds per step on a CPU.
 TINY_FMEN = {"n_feats": 8, "mid_feats": 8, "down_blocks": 1, "up_blocks": [1, 1]}

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from conftest import tiny_config, write_toml
 from lightsr.cli import main
+from tests.train.conftest import tiny_config, write_toml
 
 
 def test_train_command_runs_and_reports(tiny_data, tmp_path, capsys):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import tiny_config
 from lightsr.errors import ConfigError
 from lightsr.paths import shared_dir
 from lightsr.train.config import (
@@ -12,6 +11,7 @@ from lightsr.train.config import (
     expand_path,
     load_config,
 )
+from tests.train.conftest import tiny_config
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import TINY_FMEN, tiny_config
 from lightsr.checkpoint import read_state_dict
 from lightsr.errors import CheckpointError, UsageError
 from lightsr.models import load_model
 from lightsr.train import train
 from lightsr.train.config import config_from_dict, load_config
+from tests.train.conftest import TINY_FMEN, tiny_config
 
 
 def read_metrics(run_dir):

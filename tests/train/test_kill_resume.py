@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import lightsr
-from conftest import tiny_config, write_toml
 from lightsr.checkpoint import read_state_dict
 from lightsr.train import train
 from lightsr.train.checkpoints import list_checkpoints, load_checkpoint
 from lightsr.train.config import config_from_dict
+from tests.train.conftest import tiny_config, write_toml
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
