@@ -54,6 +54,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
+from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
 
 PRECISIONS: dict[str, torch.dtype] = {
@@ -361,15 +362,9 @@ class Runner:
 
 
 def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
-    """``module`` in inference form and the form's name (``"deploy"`` or ``"standard"``).
-
-    A network with a training and a deploy form (FMEN) has ``reparameterize()``, which
-    returns the folded network; any other network is already in inference form.
-    """
-    reparameterize = getattr(module, "reparameterize", None)
-    if not callable(reparameterize):
-        return module.eval(), "standard"
-    return reparameterize().eval(), "deploy"
+    """``module`` in inference form and the form's name (``"deploy"`` or ``"standard"``)."""
+    form = "deploy" if has_deploy_form(module) else "standard"
+    return deploy_module(module), form
 
 
 def _padded_side(side: int, spec: ArchSpec) -> int:
