@@ -11,12 +11,12 @@ import subprocess
 import sys
 
 import torch
-from test_kill_resume import child_env
 
 from lightsr.checkpoint import read_state_dict
 from lightsr.train import train
 from lightsr.train.config import config_from_dict
 from tests.train.conftest import TINY_FMEN, tiny_config, write_toml
+from tests.train.test_kill_resume import child_env
 
 
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
