@@ -52,7 +52,7 @@ def render(rows: Sequence[BenchRow], settings: BenchSettings, info: dict[str, st
         f"x{settings.scale}, one {settings.input_label} RGB input, batch 1, "
         f"{settings.precision}, PyTorch eager on `{settings.device}`, {settings.threads} "
         f"intra-op threads, robust protocol: each network in a fresh process under "
-        f"`torch.inference_mode()`, {settings.warmup} warm-up runs, then the median "
+        f"`torch.inference_mode()`, warm-up runs: {settings.warmup}, then the median "
         f"(min-max) of {settings.runs} timed runs. Weights are freshly initialised (speed and "
         "counts do not depend on them); networks with a training form are re-parameterised "
         "to their deploy form first.",

@@ -4,7 +4,7 @@ import pytest
 
 import lightsr.models
 from lightsr.cli import main
-from test_evaluate import _bicubic_model
+from tests.test_evaluate import _bicubic_model
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import torch
 from safetensors import safe_open
 
 import lightsr
-from conftest import shared_file
 from lightsr.cli import main
 from lightsr.convert import convert_checkpoint
+from tests.conftest import shared_file
 
 
 def _same_outputs(a, b) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import lightsr
-from conftest import shared_file
 from lightsr import hub
 from lightsr.cli import main
 from lightsr.errors import CheckpointError, DownloadError
+from tests.conftest import shared_file
 
 EMT_X2 = "EMT/EMT_LSR_x2.pth"
 

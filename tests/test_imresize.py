@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_file
 from lightsr.imresize import contributions, imresize, mod_crop
+from tests.conftest import shared_file
 
 SETS = {
     "Set5": ["baby", "bird", "butterfly", "head", "woman"],

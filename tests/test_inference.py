@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_file
 from lightsr.errors import ImageError, UsageError
 from lightsr.inference import (
     TILE_ALIGN,
@@ -18,7 +17,8 @@ from lightsr.inference import (
     upscale_tensor,
 )
 from lightsr.io import read_image
-from tiny_sr import TINY_DEPTH, tiny_model
+from tests.conftest import shared_file
+from tests.tiny_sr import TINY_DEPTH, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import lightsr.api
-from conftest import shared_file
 from lightsr.api import Upscaler, upscale
 from lightsr.archs import build_model
 from lightsr.checkpoint import save_safetensors
@@ -20,7 +19,8 @@ from lightsr.cli import main
 from lightsr.errors import ImageError, UsageError
 from lightsr.imresize import imresize
 from lightsr.io import read_image, write_image
-from tiny_sr import tiny_model
+from tests.conftest import shared_file
+from tests.tiny_sr import tiny_model
 
 
 @pytest.fixture(scope="module")

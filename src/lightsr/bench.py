@@ -23,14 +23,15 @@ Speed and memory, by protocol:
 
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (weights and input included, as
 the papers report it). On the CPU it is the rise of the process's resident memory (peak RSS)
-during the timed forwards over the resident memory after the model and inputs were built,
-so it measures what the forward itself needs.
+during the warm-up and timed forwards over the resident memory after the model and inputs
+were built, so it measures what the forward itself needs (meaningful in a fresh process).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
+from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
 
 PRECISIONS: dict[str, torch.dtype] = {
@@ -65,7 +67,7 @@ PROTOCOLS = ("robust", "ntire")
 DEVICES = ("cpu", "cuda")
 MIB = 2**20
 # Side of the priming input of the robust protocol: large enough for every network's
-# minimum size and attention window, small enough to cost nothing.
+# minimum size and for ONNX exports (32), small enough to cost nothing.
 PRIME_SIDE = 32
 WORKER_MODULE = "lightsr._bench_worker"
 
@@ -115,6 +117,8 @@ class BenchSettings:
             raise UsageError("the onnxruntime backend runs on the CPU only")
         if self.backend == "onnxruntime" and self.precision == "bf16":
             raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
+        if self.backend == "onnxruntime":
+            _check_onnx_backend()
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda requested but CUDA is not available")
 
@@ -122,6 +126,19 @@ class BenchSettings:
     def input_label(self) -> str:
         """``"256x256"``."""
         return f"{self.size[0]}x{self.size[1]}"
+
+
+def _check_onnx_backend() -> None:
+    """Raise :class:`UsageError` unless the exporter and ONNX Runtime can be imported."""
+    missing = [
+        name
+        for name in ("lightsr.export", "onnx", "onnxruntime")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise UsageError(
+            f"the onnxruntime backend is not available here (missing: {', '.join(missing)})"
+        )
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -346,10 +363,8 @@ class Runner:
 
 def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
     """``module`` in inference form and the form's name (``"deploy"`` or ``"standard"``)."""
-    from lightsr.export import deploy_module
-
-    has_deploy_form = callable(getattr(module, "reparameterize", None))
-    return deploy_module(module), "deploy" if has_deploy_form else "standard"
+    form = "deploy" if has_deploy_form(module) else "standard"
+    return deploy_module(module), form
 
 
 def _padded_side(side: int, spec: ArchSpec) -> int:
@@ -388,12 +403,10 @@ def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> 
 
     The exported graph contains the value-range conversion and any test-time padding.
     """
-    try:
-        from lightsr.export import cached_export
-        from lightsr.models import SRModel
-        from lightsr.ort import INPUT_NAME, OUTPUT_NAME, create_session
-    except ImportError as exc:
-        raise UsageError(f"the onnxruntime backend is not available: {exc}") from None
+    from lightsr.export import cached_export
+    from lightsr.models import SRModel
+    from lightsr.ort import INPUT_NAME, OUTPUT_NAME, create_session
+
     model = SRModel(module=module, spec=spec, scale=settings.scale)
     path = cached_export(model, half=settings.precision == "fp16")
     session = create_session(path, threads=settings.threads)
@@ -490,9 +503,11 @@ def _run_protocol(
         probe.start()
         return [_timed(runner.forward, image) for image in images]
     # Priming loads kernels and starts thread pools: one-time costs that are not the
-    # network's memory or speed.
+    # network's memory or speed. An input no larger than the priming one is not primed:
+    # the allocator would keep that forward's memory and hide it from the probe.
     prime_side = max(PRIME_SIDE, spec.min_size)
-    runner.forward(runner.make_input(min(height, prime_side), min(width, prime_side)))
+    if height > prime_side or width > prime_side:
+        runner.forward(runner.make_input(min(height, prime_side), min(width, prime_side)))
     x = runner.make_input(height, width)
     probe.start()
     for _ in range(settings.warmup):

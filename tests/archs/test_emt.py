@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import lightsr
-from conftest import shared_file
 from lightsr.archs.emt import one_hot_shift_mask, shift_channel_groups
 from lightsr.checkpoint import read_state_dict
 from lightsr.errors import CheckpointError
+from tests.conftest import shared_file
 
 TRAINABLE_PARAMS = {2: 670_572, 3: 678_687, 4: 690_048}
 

@@ -9,9 +9,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import lightsr
-from conftest import shared_file
-from lightsr.archs.esc import ConvolutionalAttention, WindowAttention, d4_average, detect_esc
+from lightsr.archs.esc import (
+    ConvolutionalAttention,
+    WindowAttention,
+    d4_average,
+    depthwise3x3_by_shifts,
+    detect_esc,
+    dynamic_depthwise3x3,
+)
 from lightsr.errors import UsageError
+from tests.conftest import shared_file
 
 GOLDEN = [
     ("esc_x2", "esc", 2),
@@ -204,3 +211,25 @@ def test_smallest_input_and_scale_limits():
         assert module(torch.rand(1, 3, 17, 17)).shape == (1, 3, 51, 51)
     with pytest.raises(UsageError):
         lightsr.build_model("esc_real", 2)
+
+
+def test_shifted_depthwise_equals_grouped_conv():
+    torch.manual_seed(0)
+    x, kernels = torch.randn(3, 5, 9, 11), torch.randn(3, 5, 3, 3)
+    assert torch.allclose(
+        depthwise3x3_by_shifts(x, kernels), dynamic_depthwise3x3(x, kernels), atol=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_exports_with_dynamic_batch_and_size():
+    """Traced graphs take the shift-based dynamic conv and rebuild the attention bias."""
+    torch.manual_seed(0)
+    module = lightsr.build_model("esc", 2, n_blocks=1, conv_blocks=1).eval()
+    _randomise_zero_init(module)
+    side = torch.export.Dim.DYNAMIC(min=32)
+    shapes = {"x": {0: torch.export.Dim.DYNAMIC(min=1), 2: side, 3: side}}
+    with torch.no_grad():
+        program = torch.export.export(module, (torch.rand(2, 3, 40, 56),), dynamic_shapes=shapes)
+        x = torch.rand(3, 3, 33, 70)
+        assert torch.allclose(program.module()(x), module(x), atol=1e-5)

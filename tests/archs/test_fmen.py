@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import shared_file
 from lightsr import load_model
 from lightsr.archs import build_model
 from lightsr.archs.fmen import FMEN, reparameterize
+from tests.conftest import shared_file
 
 TOLERANCE = 1e-4  # on outputs divided by 255 (FMEN works in [0, 255])
 

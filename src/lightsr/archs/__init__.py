@@ -1,6 +1,5 @@
 """Network definitions. Importing this package registers every network variant."""
 
-from lightsr.archs import fmen  # noqa: F401  (registers fmen, fmen_s)
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
@@ -24,7 +23,4 @@ __all__ = [
 ]
 
 # Network modules register their variants on import.
-from lightsr.archs import (
-    emt,  # noqa: F401
-    esc,  # noqa: F401
-)
+from lightsr.archs import ditn, emt, esc, fmen  # noqa: F401

@@ -19,14 +19,19 @@ under the dihedral group D4 (the official "geometric re-parameterisation"). That
 a projection, so a checkpoint whose filter was already folded by the official ``convert()``
 gives the same result.
 
-Departures from the official code that do not change outputs:
+Departures from the official code that change outputs only by float rounding (≤ 3e-6 on
+the golden vectors):
 
 * attention runs through ``F.scaled_dot_product_attention`` with the relative-position bias as
-  an additive float mask (works on CPU; the official SDPA path is CUDA-only);
-* the (heads, N, N) bias is gathered from the table with a vectorised index and cached while
-  gradients are off, keyed on the table's version so an updated parameter is noticed;
+  an additive float mask (fused kernel on CPU too; the official SDPA path is CUDA-only);
+* the (heads, N, N) bias is gathered from the table with a vectorised index (no Python loop,
+  nothing in the state dict) and cached while gradients are off, keyed on the table's
+  version so an updated parameter is noticed;
 * the dynamic depthwise conv is one grouped conv over the whole batch, so eval mode accepts
-  any batch size (the official eval path only handles batch 1).
+  any batch size (the official eval path only handles batch 1); traced graphs use an
+  equivalent sum of shifted products so ONNX export keeps a dynamic batch;
+* ESC-FP's per-sample 13×13 depthwise conv (shared kernel + dynamic 3×3) is computed as a
+  shared 13×13 conv plus a per-sample 3×3 conv, which is the same by linearity.
 """
 
 from __future__ import annotations
@@ -172,7 +177,8 @@ class WindowAttention(nn.Module):
         table = self.relative_position_bias
         tokens = self.window_size**2
         too_big = self.num_heads * tokens * tokens * table.element_size() > MAX_CACHED_BIAS_BYTES
-        if torch.is_grad_enabled() or table.is_inference() or too_big:
+        tracing = torch.compiler.is_compiling()  # the graph must compute the bias itself
+        if torch.is_grad_enabled() or table.is_inference() or too_big or tracing:
             self._bias_cache = None
             return self.bias_matrix().to(dtype)
         key = (table._version, table.data_ptr(), table.device, dtype)
@@ -209,27 +215,45 @@ def kernel_predictor(pdim: int, hidden: int) -> nn.Sequential:
     )
 
 
-def per_sample_depthwise(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Depthwise conv of each sample with its own kernels, "same" zero padding.
+def dynamic_depthwise3x3(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Depthwise 3×3 conv of each sample with its own kernels, zero padding 1.
+
+    Eager mode runs one grouped conv over a (1, B·C, H, W) view of the batch. An ONNX
+    ``Conv`` needs a constant group count, so traced graphs (``torch.export``/``compile``)
+    use :func:`depthwise3x3_by_shifts` instead, which has no batch-dependent attribute.
 
     Args:
         x: (B, C, H, W).
-        kernels: (B·C, 1, k, k), sample-major.
+        kernels: (B, C, 3, 3) kernels, cross-correlation like ``F.conv2d``.
     """
+    if torch.compiler.is_compiling():
+        return depthwise3x3_by_shifts(x, kernels)
     batch, channels, height, width = x.shape
     out = F.conv2d(
         x.reshape(1, batch * channels, height, width),
-        kernels,
-        padding=kernels.shape[-1] // 2,
+        kernels.reshape(batch * channels, 1, DYNAMIC_KERNEL, DYNAMIC_KERNEL),
+        padding=DYNAMIC_KERNEL // 2,
         groups=batch * channels,
     )
     return out.view(batch, channels, height, width)
 
 
+def depthwise3x3_by_shifts(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """:func:`dynamic_depthwise3x3` as a sum of 9 shifted, per-sample scaled copies of ``x``."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1))
+    taps = (
+        padded[:, :, i : i + height, j : j + width] * kernels[:, :, i : i + 1, j : j + 1]
+        for i in range(DYNAMIC_KERNEL)
+        for j in range(DYNAMIC_KERNEL)
+    )
+    return sum(taps, torch.zeros_like(x))
+
+
 class ConvolutionalAttention(nn.Module):
     """ESC's ConvAttn on the first ``pdim`` channels; the rest pass through unchanged.
 
-    ``x1 ← conv(x1, lk) + depthwise3×3(x1, dynamic kernel of this sample)`` where ``lk`` is
+    ``x1 ← conv(x1, lk) + depthwise3×3(x1, dynamic kernels of this sample)`` where ``lk`` is
     the network's shared dense (pdim, pdim, k, k) kernel.
     """
 
@@ -243,15 +267,21 @@ class ConvolutionalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, lk_filter: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
-        dynamic = self.dwc_proj(x1).view(-1, 1, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
+        # Both convs below would otherwise each copy the channel slice to a dense tensor.
+        x1 = x1.contiguous()
+        dynamic = self.dwc_proj(x1).view(-1, self.pdim, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
         mixed = F.conv2d(x1, lk_filter, padding=lk_filter.shape[-1] // 2)
-        mixed = mixed + per_sample_depthwise(x1, dynamic)
+        mixed = mixed + dynamic_depthwise3x3(x1, dynamic)
         return torch.cat([mixed, x2], dim=1)
 
 
 class DecomposedConvolutionalAttention(nn.Module):
     """ESC-FP's ConvAttn: shared 1×1 channel mix, then a per-sample depthwise k×k conv whose
-    kernel is the shared ``lk_spatial`` plus the (centred, zero-padded) dynamic 3×3 kernel."""
+    kernel is the shared ``lk_spatial`` plus the centred dynamic 3×3 kernel.
+
+    By linearity that conv is computed as a shared depthwise k×k conv plus a per-sample
+    depthwise 3×3 one, so no per-sample k×k kernels are built.
+    """
 
     def __init__(self, pdim: int) -> None:
         super().__init__()
@@ -262,11 +292,10 @@ class DecomposedConvolutionalAttention(nn.Module):
         self, x: torch.Tensor, lk_channel: torch.Tensor, lk_spatial: torch.Tensor
     ) -> torch.Tensor:
         x1, x2 = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
-        batch = x1.shape[0]
-        dynamic = self.proj(x1).view(-1, 1, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
-        border = (lk_spatial.shape[-1] - DYNAMIC_KERNEL) // 2
-        kernels = F.pad(dynamic, (border,) * 4) + lk_spatial.repeat(batch, 1, 1, 1)
-        mixed = per_sample_depthwise(F.conv2d(x1, lk_channel), kernels)
+        dynamic = self.proj(x1).view(-1, self.pdim, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
+        mixed = F.conv2d(x1, lk_channel)
+        spatial = F.conv2d(mixed, lk_spatial, padding=lk_spatial.shape[-1] // 2, groups=self.pdim)
+        mixed = spatial + dynamic_depthwise3x3(mixed, dynamic)
         return torch.cat([mixed, x2], dim=1)
 
 

@@ -323,7 +323,7 @@ register_arch(
         family="fmen",
         builder=build_fmen,
         input_range=255.0,
-        description="FMEN, larger model; width assumed from the paper (64 channels)",
+        description="FMEN (paper-derived): FMEN-S topology with an assumed 64-channel trunk",
         paper_derived=True,
     )
 )

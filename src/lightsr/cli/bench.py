@@ -127,6 +127,7 @@ def _print_progress(row: BenchRow) -> None:
 
 def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from lightsr.bench import machine_info
@@ -149,6 +150,10 @@ def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
     for row in rows:
         table.add_row(*_table_cells(row))
     console.print(table)
+    for row in rows:
+        if row.error:
+            failure = escape(f"{row.variant} ({row.backend}) failed: {row.error}")
+            console.print(f"[red]{failure}[/red]")
     info = machine_info(settings.device)
     console.print(f"[dim]{', '.join(f'{key} {value}' for key, value in info.items())}[/dim]")
     memory = "CUDA max_memory_allocated" if settings.device == "cuda" else "peak RSS increase"
@@ -158,7 +163,7 @@ def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
 def _table_cells(row: BenchRow) -> list[str]:
     name = row.variant + (" (deploy)" if row.form == "deploy" else "")
     if row.error:
-        return [name, row.backend, f"[red]failed: {row.error}[/red]", *[""] * 7]
+        return [name, row.backend, "[red]failed[/red]", *[""] * 7]
     return [
         name,
         row.backend,

@@ -6,9 +6,9 @@ has a default except ``model.network``. Unknown keys and wrongly typed values ra
 :class:`~lightsr.errors.ConfigError` naming the key, so a typo never silently trains with a
 default.
 
-Paths may contain ``${VAR}`` references to environment variables. ``${LIGHTSR_SHARED}``
-defaults to :func:`lightsr.paths.shared_dir` and ``${scale}`` is the configured scale, so
-one config can serve several scales (``--set model.scale=2``).
+Paths and the run name may contain ``${VAR}`` references to environment variables.
+``${LIGHTSR_SHARED}`` defaults to :func:`lightsr.paths.shared_dir` and ``${scale}`` is the
+configured scale, so one config can serve several scales (``--set model.scale=2``).
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ class ModelConfig:
         network: registry name of the variant (``"fmen_s"``).
         scale: upscale factor.
         options: keyword arguments for the network builder (``{deploy = false}``).
+        init_weights: checkpoint to start from (fine-tuning); its keys must match the
+            network built with ``options``. Empty: random initialisation.
     """
 
     network: str = ""
     scale: int = 4
     options: dict[str, Any] = field(default_factory=dict)
+    init_weights: str = ""
 
 
 @dataclass
@@ -260,7 +263,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in known:
-            raise ConfigError(f"unknown config key {prefix}{key!r}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
     values = {}
     for name in known & set(raw):
         hint = hints[name]
@@ -321,7 +324,9 @@ def _expand_paths(config: Config) -> None:
     config.data.hr_dirs = [expand_path(p, scale) for p in config.data.hr_dirs]
     config.data.lr_dirs = [expand_path(p, scale) for p in config.data.lr_dirs]
     config.data.lr_cache = expand_path(config.data.lr_cache, scale)
+    config.model.init_weights = expand_path(config.model.init_weights, scale)
     config.val.dir = expand_path(config.val.dir, scale)
+    config.name = expand_path(config.name, scale)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -15,9 +15,8 @@ import hashlib
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -129,10 +128,10 @@ def load_training_pairs(
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         return [fn(*args) for fn, args in jobs]
-    # "spawn" because the caller may already hold CUDA or DDP state that fork cannot copy.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(fn, *args) for fn, args in jobs]
-        return [future.result() for future in futures]
+    # Threads suffice: PNG decoding and the numpy resize passes release the GIL, and unlike
+    # worker processes they are safe after CUDA or a process group has been initialised.
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda job: job[0](*job[1]), jobs))
 
 
 # ----------------------------------------------------------------------------- patch sampling
@@ -144,10 +143,12 @@ class PackedImages:
     def __init__(self, images: Sequence[np.ndarray], device: torch.device) -> None:
         sizes = [image.shape[0] * image.shape[1] * 3 for image in images]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        flat = np.concatenate(
-            [np.ascontiguousarray(im.transpose(2, 0, 1)).ravel() for im in images]
-        )
-        self.buffer = torch.from_numpy(flat).to(device)
+        # Filled image by image: large sets (DF2K is ~30 GB) must not be copied twice.
+        flat = torch.empty(sum(sizes), dtype=torch.uint8)
+        for image, start, size in zip(images, offsets, sizes, strict=True):
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+            flat[start : start + size] = torch.from_numpy(chw).view(-1)
+        self.buffer = flat.to(device)
         self.offsets = torch.from_numpy(offsets).to(device)
         self.heights = torch.tensor([im.shape[0] for im in images], device=device)
         self.widths = torch.tensor([im.shape[1] for im in images], device=device)
@@ -186,6 +187,9 @@ class PatchSampler:
         device: torch.device,
         seed: int,
     ) -> None:
+        for pair in pairs:
+            if pair.hr.shape[:2] != (pair.lr.shape[0] * scale, pair.lr.shape[1] * scale):
+                raise ValueError(f"{pair.name}: HR {pair.hr.shape} is not x{scale} of the LR")
         usable = [p for p in pairs if min(p.lr.shape[:2]) >= lr_patch]
         if not usable:
             raise ConfigError(f"no training image is large enough for data.lr_patch = {lr_patch}")
@@ -199,6 +203,8 @@ class PatchSampler:
         self.weights = weights.double()
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        # Built once: a small host-to-device copy per batch would stall the CUDA stream.
+        self._allowed_flips = torch.tensor([flip, flip, rot90], device=device)
         self._lr_grid = self._grid(lr_patch)
         self._hr_grid = self._grid(lr_patch * scale)
 
@@ -228,7 +234,7 @@ class PatchSampler:
         top = torch.rand(batch_size, generator=gen, device=dev, dtype=torch.float64) * span_y
         left = torch.rand(batch_size, generator=gen, device=dev, dtype=torch.float64) * span_x
         flips = torch.rand(batch_size, 3, generator=gen, device=dev) < 0.5
-        flips &= torch.tensor([self.flip, self.flip, self.rot90], device=dev)
+        flips &= self._allowed_flips
         share = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
         index, flips = index[share], flips[share]
         top, left = top[share].long(), left[share].long()

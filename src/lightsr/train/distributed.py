@@ -64,11 +64,6 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
 def max_across_ranks(value: float, info: DistInfo, device: torch.device) -> float:
     """The largest ``value`` over all ranks (identical result on every rank)."""
     if not info.enabled:

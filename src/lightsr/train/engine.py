@@ -36,10 +36,15 @@ from lightsr.train.checkpoints import (
     save_checkpoint,
 )
 from lightsr.train.config import Config, config_to_toml
-from lightsr.train.data import PatchSampler, default_lr_cache, describe_pairs, load_training_pairs
+from lightsr.train.data import (
+    ImagePair,
+    PatchSampler,
+    default_lr_cache,
+    describe_pairs,
+    load_training_pairs,
+)
 from lightsr.train.distributed import (
     DistInfo,
-    barrier,
     destroy_process_group,
     init_process_group,
     launched_by_torchrun,
@@ -87,12 +92,33 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
         ConfigError, UsageError, CheckpointError: invalid settings, data or checkpoint.
     """
     info = launched_by_torchrun()
+    check_model(config)
+    start = time.monotonic()
+    pairs = load_training_pairs(
+        config.data.hr_dirs,
+        config.data.lr_dirs,
+        config.model.scale,
+        Path(config.data.lr_cache) if config.data.lr_cache else default_lr_cache(),
+        config.data.workers,
+    )
+    load_seconds = time.monotonic() - start
     device = resolve_device(config.train.device, info)
     init_process_group(info, device)
     try:
-        return Trainer(config, info, device, resume, progress).run()
+        trainer = Trainer(config, info, device, resume, progress)
+        trainer.prepare_data(pairs, load_seconds)
+        del pairs  # the sampler holds the packed copy
+        return trainer.run()
     finally:
         destroy_process_group(info)
+
+
+def check_model(config: Config) -> None:
+    """Fail early when the network or scale of ``config`` does not exist."""
+    spec = get_arch(config.model.network)
+    if config.model.scale not in spec.scales:
+        allowed = ", ".join(str(s) for s in spec.scales)
+        raise ConfigError(f"{spec.name} supports scales {allowed}, not {config.model.scale}")
 
 
 class Trainer:
@@ -116,10 +142,15 @@ class Trainer:
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
-        self.sampler = self._make_sampler()
         self.val_pairs = self._load_validation() if info.is_main else []
         torch.manual_seed(config.train.seed)
-        self.model = build_model(self.spec.name, self.scale, **config.model.options).to(device)
+        self.model = build_model(self.spec.name, self.scale, **config.model.options)
+        if config.model.init_weights:
+            self._load_init_weights(config.model.init_weights)
+        self.model.to(device)
+        if device.type == "cuda":
+            # Fixed patch sizes: let cuDNN pick the fastest kernels once.
+            torch.backends.cudnn.benchmark = True
         if info.enabled and config.train.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.train()
@@ -131,20 +162,22 @@ class Trainer:
         self.loss_fn = make_loss(config.train)
         self.budget = Budget(config.train)
         self.iteration, self.elapsed = 0, 0.0
-        if checkpoint is not None:
-            self._restore(checkpoint)
+        self.checkpoint = checkpoint
         self.net = self._wrap(self.model)
-        self.log = (
-            MetricsLog(self.run_dir / "metrics.jsonl", self.iteration) if info.is_main else None
-        )
+        self.log: MetricsLog | None = None
 
     # ------------------------------------------------------------------ set-up
 
+    def _load_init_weights(self, path: str) -> None:
+        state_dict, _ = read_state_dict(path)
+        try:
+            self.model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"model.init_weights {path} does not fit: {first}") from None
+
     def _check_settings(self) -> None:
         config, info = self.config, self.info
-        if self.scale not in self.spec.scales:
-            allowed = ", ".join(str(s) for s in self.spec.scales)
-            raise ConfigError(f"{self.spec.name} supports scales {allowed}, not {self.scale}")
         if config.data.batch_size % info.world_size:
             raise ConfigError(
                 f"data.batch_size {config.data.batch_size} is not divisible by the "
@@ -169,32 +202,29 @@ class Trainer:
             raise CheckpointError(f"{path}: no such checkpoint folder")
         return path
 
-    def _make_sampler(self) -> PatchSampler:
+    def prepare_data(self, pairs: list[ImagePair], load_seconds: float) -> None:
+        """Move the training pairs to the data device, then restore any checkpoint."""
         data = self.config.data
-        cache = Path(data.lr_cache) if data.lr_cache else default_lr_cache()
-        # Rank 0 fills the LR cache first; the other ranks then only read it.
-        if not self.info.is_main:
-            barrier(self.info)
-        start = time.monotonic()
-        pairs = load_training_pairs(data.hr_dirs, data.lr_dirs, self.scale, cache, data.workers)
-        if self.info.is_main:
-            barrier(self.info)
-        data_device = self.device if data.on_device else torch.device("cpu")
-        sampler = PatchSampler(
+        self.sampler = PatchSampler(
             pairs,
             self.scale,
             data.lr_patch,
             data.flip,
             data.rot90,
             data.sampling,
-            data_device,
+            self.device if data.on_device else torch.device("cpu"),
             self.config.train.seed,
         )
+        skipped = self.sampler.skipped
         self._message(
-            f"training data: {describe_pairs(pairs)} ({time.monotonic() - start:.1f} s to load)"
-            + (f", {sampler.skipped} smaller than the patch skipped" if sampler.skipped else "")
+            f"training data: {describe_pairs(pairs)} ({load_seconds:.1f} s to load)"
+            + (f", {skipped} smaller than the patch skipped" if skipped else "")
         )
-        return sampler
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+        if self.info.is_main:
+            resumed = self.iteration if self.checkpoint is not None else None
+            self.log = MetricsLog(self.run_dir / "metrics.jsonl", resumed)
 
     def _load_validation(self) -> list:
         if not self.config.val.dir:
@@ -209,13 +239,14 @@ class Trainer:
                 self.ema.module.load_state_dict(state.ema if state.ema is not None else state.model)
                 self.ema.updates = int(state.extra.get("ema_updates", state.iteration))
             self.optimizer.load_state_dict(state.extra["optimizer"])
+            # The data order continues exactly; a checkpoint from another device type has a
+            # generator state of another kind, which cannot be restored.
+            self.sampler.generator.set_state(state.extra["generator"])
         except (RuntimeError, KeyError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path} does not match this config ({first})") from None
         if self.scaler is not None and "scaler" in state.extra:
             self.scaler.load_state_dict(state.extra["scaler"])
-        generator = state.extra["generator"]
-        self.sampler.generator.set_state(generator)
         self.iteration, self.elapsed = state.iteration, state.elapsed
         self._message(f"resumed from {path} at iteration {self.iteration}")
 
@@ -341,7 +372,7 @@ class Trainer:
     def _eval_module(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def _validate_and_record(self) -> ValidationResult | None:
+    def _validate_and_record(self, plot: bool = True) -> ValidationResult | None:
         if not self.info.is_main or not self.val_pairs:
             return None
         val = self.config.val
@@ -350,7 +381,8 @@ class Trainer:
         if result.ssim is not None:
             record["val_ssim"] = result.ssim
         self.log.append(record)
-        self.log.plot(self.run_dir / "curves.png")
+        if plot:
+            self.log.plot(self.run_dir / "curves.png")
         count = val.previews
         write_previews(
             self.run_dir / "previews",
@@ -363,13 +395,23 @@ class Trainer:
         return result
 
     def _metadata(self, form: str) -> dict[str, str]:
-        return {
+        """Metadata that lets :func:`lightsr.load_model` rebuild the network exactly.
+
+        Same keys as ``lightsr convert`` writes: builder ``overrides`` as JSON, and the form.
+        In the deploy form, ``form`` alone selects it, so ``deploy`` leaves the overrides.
+        """
+        overrides = dict(self.config.model.options)
+        if form == "deploy":
+            overrides.pop("deploy", None)
+        metadata = {
             "network": self.spec.family,
             "variant": self.spec.name,
             "scale": str(self.scale),
             "form": form,
-            "options": json.dumps(self.config.model.options, sort_keys=True),
         }
+        if overrides:
+            metadata["overrides"] = json.dumps(overrides, sort_keys=True)
+        return metadata
 
     def _save_checkpoint(self) -> None:
         if not self.info.is_main:
@@ -416,7 +458,7 @@ class Trainer:
             self._metadata("deploy" if reparameterized else "train"),
             half=True,
         )
-        final_val = self._validate_and_record()
+        final_val = self._validate_and_record(plot=False)
         if final_val is not None:
             result.val_psnr, result.val_ssim = final_val.psnr, final_val.ssim
             result.deploy_psnr = self._score_deploy_file(deploy, weights["deploy"])

@@ -16,7 +16,14 @@ def make_optimizer(module: nn.Module, config: OptimConfig) -> torch.optim.Optimi
     """Adam or AdamW over every trainable parameter of ``module``."""
     params = [p for p in module.parameters() if p.requires_grad]
     kind = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
-    return kind(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    fused = all(p.is_cuda for p in params)  # one kernel for the whole update on GPUs
+    return kind(
+        params,
+        lr=config.lr,
+        betas=tuple(config.betas),
+        weight_decay=config.weight_decay,
+        fused=fused or None,
+    )
 
 
 def learning_rate(

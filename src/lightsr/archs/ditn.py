@@ -1,0 +1,400 @@
+"""DITN: Deployment-friendly Inner-patch Transformer Network (Liu et al., ACM MM 2023).
+
+One implementation serves every variant; they differ only in the *norm* placed before each
+token mixer and FFN and in their sizes:
+
+* ``ditn_real`` (**official**): the only network in the public code (``DITN_Real``). Its
+  "norm" is tanh followed by a 1×1 conv (the paper's deployment-friendly replacement for
+  LayerNorm), stored as ``conv1``/``conv2``. Key names equal the official ones, so the
+  official checkpoints load unchanged.
+* ``ditn`` and ``ditn_tiny`` (**paper-derived**): the classic variants use channel
+  LayerNorm (``norm1``/``norm2``, eps 1e-5, with bias) instead of tanh + conv. Their code and
+  weights are not public, so the following is assumed:
+
+  * ``ditn``: 3 UFONEs as in the paper's network figure, each ending in a conv3x3 (``conv``)
+    as drawn there, and 2 ITLs + 2 SALs per UFONE (≈ 0.6 M parameters at ×4, the size class
+    of the models it is compared with). Width 60, FFN factor 2 and 8×8 patches as in
+    DITN-Real.
+  * ``ditn_tiny``: one UFONE of 2 ITLs + 2 SALs, **without** the trailing conv: with a single
+    UFONE it would sit right before ``conv_after_body`` (two back-to-back linear convs), and
+    the only public single-UFONE model, DITN-Real, has none either.
+
+Forward (all variants): reflect-pad the [0, 1] RGB input at the bottom/right to a multiple of
+8 → ``sft`` conv3x3 → UFONEs → ``conv_after_body`` + long skip → conv3x3 + PixelShuffle →
+crop. A UFONE unfolds the map into 8×8 patches *once*, runs its ITLs on the patch stack (so
+the FFN depthwise conv sees zero padding at every patch border, as in the official code),
+folds back and runs its SALs on the full map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightsr.archs.blocks import PixelShuffleUpsampler, pad_to_multiple
+from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
+
+
+class TanhConvNorm(nn.Conv2d):
+    """DITN-Real's LayerNorm substitute: ``conv1x1(tanh(x))`` (C→C, with bias)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.tanh(x))
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an (N,C,H,W) map (eps 1e-5, with bias)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class NormKind:
+    """The norm of a variant: a factory ``dim -> module`` and the prefix of its key names."""
+
+    prefix: str
+    factory: Callable[[int], nn.Module]
+
+
+TANH_CONV = NormKind("conv", TanhConvNorm)
+LAYER_NORM = NormKind("norm", ChannelLayerNorm)
+NORMS = {"tanh_conv": TANH_CONV, "layer_norm": LAYER_NORM}
+
+
+class GatedDConvFFN(nn.Module):
+    """Gated depthwise-conv FFN: 1×1 → dw3×3 → gelu(a)·b → 1×1 (exact-erf GELU)."""
+
+    def __init__(self, dim: int, expansion: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class ISA(nn.Module):
+    """Inner-patch self-attention: one-head channel attention inside each patch.
+
+    softmax_over_channels(q̂·k̂ᵀ·t)·v with q̂, k̂ the tokens-axis L2-normalised queries and
+    keys and t a learned temperature. t is folded into q̂ so that
+    ``scaled_dot_product_attention`` runs with ``scale=1``.
+    """
+
+    def __init__(self, dim: int, bias: bool) -> None:
+        super().__init__()
+        self.temperature = nn.Parameter(torch.ones(1, 1, 1))
+        self.qkv = nn.Linear(dim, dim * 3)  # with bias whatever ``bias`` says, as official
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The per-token Linear is a 1×1 conv on the (N,C,p,p) patch; no transposes needed.
+        weight = self.qkv.weight[:, :, None, None]
+        q, k, v = F.conv2d(x, weight, self.qkv.bias).flatten(2).chunk(3, dim=1)  # (N,C,p²)
+        q = F.normalize(q, dim=-1) * self.temperature
+        k = F.normalize(k, dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return self.project_out(out.view_as(x))
+
+
+class SDA(nn.Module):
+    """Spatial-aware attention: ``proj_last(x' · DConvs(a)) · scale`` with (a, x') = proj_first(x).
+
+    DConvs = dw5×5 → dw7×7 (dilation 3) → 1×1. ``scale`` starts at zero, so a fresh SDA is
+    the zero map and its layer starts as the identity.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(1, dim, 1, 1))
+        self.DConvs = nn.Sequential(
+            nn.Conv2d(dim, dim, 5, padding=2, groups=dim),
+            nn.Conv2d(dim, dim, 7, padding=9, groups=dim, dilation=3),
+            nn.Conv2d(dim, dim, 1),
+        )
+        self.proj_first = nn.Sequential(nn.Conv2d(dim, dim * 2, 1))
+        self.proj_last = nn.Sequential(nn.Conv2d(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attention, value = self.proj_first(x).chunk(2, dim=1)
+        return self.proj_last(value * self.DConvs(attention)) * self.scale
+
+
+class PreNormLayer(nn.Module):
+    """``x + mixer(norm1(x))`` then ``x + ffn(norm2(x))``: the body of an ITL and a SAL.
+
+    The norms are registered as ``<prefix>1``/``<prefix>2`` (``conv1``/``conv2`` for
+    DITN-Real, ``norm1``/``norm2`` for the LayerNorm variants) and the mixer under
+    ``mixer_name``, which keeps the official key names.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mixer_name: str,
+        mixer: nn.Module,
+        norm: NormKind,
+        ffn_expansion: float,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.mixer_name = mixer_name
+        self.norm_names = (f"{norm.prefix}1", f"{norm.prefix}2")
+        self.add_module(mixer_name, mixer)
+        for name in self.norm_names:
+            self.add_module(name, norm.factory(dim))
+        self.ffn = GatedDConvFFN(dim, ffn_expansion, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm1, norm2 = (getattr(self, name) for name in self.norm_names)
+        x = x + getattr(self, self.mixer_name)(norm1(x))
+        return x + self.ffn(norm2(x))
+
+
+class ITL(PreNormLayer):
+    """Inner-patch transformer layer (ISA + FFN); runs on a stack of patches."""
+
+    def __init__(self, dim: int, norm: NormKind, ffn_expansion: float, bias: bool) -> None:
+        super().__init__(dim, "attn", ISA(dim, bias), norm, ffn_expansion, bias)
+
+
+class SAL(PreNormLayer):
+    """Spatial-aware layer (SDA + FFN); runs on the full feature map."""
+
+    def __init__(self, dim: int, norm: NormKind, ffn_expansion: float, bias: bool) -> None:
+        super().__init__(dim, "SDA", SDA(dim), norm, ffn_expansion, bias)
+
+
+def unfold_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B,C,H,W) → (B·H/p·W/p, C, p, p), patches in row-major order."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(-1, c, patch, patch)
+
+
+def fold_patches(patches: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`unfold_patches` for a map shaped like ``like``."""
+    b, c, h, w = like.shape
+    patch = patches.shape[-1]
+    x = patches.view(b, h // patch, w // patch, c, patch, patch).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c, h, w)
+
+
+class UFONE(nn.Module):
+    """UnFolding ONce is Enough: ITLs on 8×8 patches, then SALs on the full map.
+
+    Args:
+        dim: channels.
+        itl_blocks: number of ITLs.
+        sal_blocks: number of SALs.
+        norm: norm of the ITLs/SALs.
+        ffn_expansion: FFN hidden factor.
+        bias: bias of the FFN convs and of ISA's ``project_out``.
+        patch_size: side of the square patches.
+        end_conv: end with a conv3x3 (``conv``), as the paper's figure draws it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        itl_blocks: int,
+        sal_blocks: int,
+        norm: NormKind,
+        ffn_expansion: float = 2.0,
+        bias: bool = False,
+        patch_size: int = 8,
+        end_conv: bool = False,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.ITLs = nn.Sequential(*(ITL(dim, norm, ffn_expansion, bias) for _ in range(itl_blocks)))
+        self.SALs = nn.Sequential(*(SAL(dim, norm, ffn_expansion, bias) for _ in range(sal_blocks)))
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1) if end_conv else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = self.ITLs(unfold_patches(x, self.patch_size))
+        return self.conv(self.SALs(fold_patches(local, x)))
+
+
+class DITN(nn.Module):
+    """DITN / DITN-Tiny / DITN-Real; input and output RGB in [0, 1], any size ≥ 5 px.
+
+    Args:
+        scale: upscale factor.
+        dim: channels.
+        ufone_blocks: number of UFONEs.
+        itl_blocks: ITLs per UFONE.
+        sal_blocks: SALs per UFONE.
+        ffn_expansion: FFN hidden factor.
+        bias: bias of the FFN convs and of ISA's ``project_out``.
+        patch_size: ITL patch side (the input is padded to a multiple of it; the official
+            code hard-codes 8, which equals the default).
+        norm: ``"tanh_conv"`` (DITN-Real) or ``"layer_norm"`` (DITN, DITN-Tiny).
+        unit_conv: end every UFONE with a conv3x3.
+        in_channels: image channels.
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        dim: int = 60,
+        ufone_blocks: int = 1,
+        itl_blocks: int = 4,
+        sal_blocks: int = 4,
+        ffn_expansion: float = 2.0,
+        bias: bool = False,
+        patch_size: int = 8,
+        norm: str = "tanh_conv",
+        unit_conv: bool = False,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        self.patch_size = patch_size
+        self.sft = nn.Conv2d(in_channels, dim, 3, padding=1)
+        self.UFONE = nn.Sequential(
+            *(
+                UFONE(
+                    dim,
+                    itl_blocks,
+                    sal_blocks,
+                    NORMS[norm],
+                    ffn_expansion=ffn_expansion,
+                    bias=bias,
+                    patch_size=patch_size,
+                    end_conv=unit_conv,
+                )
+                for _ in range(ufone_blocks)
+            )
+        )
+        self.conv_after_body = nn.Conv2d(dim, dim, 3, padding=1)
+        self.upsample = PixelShuffleUpsampler(dim, scale, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        shallow = self.sft(pad_to_multiple(x, self.patch_size))
+        deep = self.conv_after_body(self.UFONE(shallow))
+        return self.upsample(deep + shallow)[..., : h * self.scale, : w * self.scale]
+
+
+DITN_REAL_CONFIG = {
+    "ufone_blocks": 1,
+    "itl_blocks": 4,
+    "sal_blocks": 4,
+    "norm": "tanh_conv",
+    "unit_conv": False,
+}
+DITN_CONFIG = {
+    "ufone_blocks": 3,
+    "itl_blocks": 2,
+    "sal_blocks": 2,
+    "norm": "layer_norm",
+    "unit_conv": True,
+}
+DITN_TINY_CONFIG = {
+    "ufone_blocks": 1,
+    "itl_blocks": 2,
+    "sal_blocks": 2,
+    "norm": "layer_norm",
+    "unit_conv": False,
+}
+_VARIANT_CONFIGS = {
+    "ditn_real": DITN_REAL_CONFIG,
+    "ditn": DITN_CONFIG,
+    "ditn_tiny": DITN_TINY_CONFIG,
+}
+
+
+def _builder(config: dict) -> Callable[..., DITN]:
+    def build(scale: int = 4, **overrides: object) -> DITN:
+        return DITN(scale=scale, **{**config, **overrides})
+
+    return build
+
+
+_DESCRIPTIONS = {
+    "ditn_real": ("DITN-Real (official code): 1 UFONE, tanh+conv norm, 0.44M params", False),
+    "ditn": ("DITN (paper-derived): 3 UFONEs with LayerNorm, sizes assumed", True),
+    "ditn_tiny": ("DITN-Tiny (paper-derived): 1 UFONE with LayerNorm, sizes assumed", True),
+}
+for _name, (_description, _paper_derived) in _DESCRIPTIONS.items():
+    register_arch(
+        ArchSpec(
+            name=_name,
+            family="ditn",
+            builder=_builder(_VARIANT_CONFIGS[_name]),
+            min_size=5,  # reflect padding to a multiple of 8 needs pad < size
+            description=_description,
+            paper_derived=_paper_derived,
+        )
+    )
+
+
+def _count_indices(keys: set[str], prefix: str) -> int:
+    count = 0
+    while any(k.startswith(f"{prefix}{count}.") for k in keys):
+        count += 1
+    return count
+
+
+def detect_ditn(state_dict: StateDict) -> Detection | None:
+    """Recognise a DITN-family checkpoint (variant and scale) from key names and shapes."""
+    keys = set(state_dict)
+    needed = (
+        "sft.weight",
+        "UFONE.0.ITLs.0.attn.qkv.weight",
+        "conv_after_body.weight",
+        "upsample.0.weight",
+    )
+    if not all(k in keys for k in needed):
+        return None
+    norm = next(
+        (name for name, kind in NORMS.items() if f"UFONE.0.ITLs.0.{kind.prefix}1.weight" in keys),
+        None,
+    )
+    config = {
+        "ufone_blocks": _count_indices(keys, "UFONE."),
+        "itl_blocks": _count_indices(keys, "UFONE.0.ITLs."),
+        "sal_blocks": _count_indices(keys, "UFONE.0.SALs."),
+        "norm": norm,
+        "unit_conv": "UFONE.0.conv.weight" in keys,
+    }
+    name = next((n for n, c in _VARIANT_CONFIGS.items() if c == config), None)
+    out_channels = state_dict["upsample.0.weight"].shape[0]
+    scale = math.isqrt(out_channels // 3)
+    if name is None or 3 * scale * scale != out_channels:
+        return None
+    return Detection(
+        name=name, scale=scale, state_dict=state_dict, overrides=_width_overrides(state_dict)
+    )
+
+
+def _width_overrides(state_dict: StateDict) -> dict[str, object]:
+    """Builder arguments whose checkpoint values differ from the defaults (width, FFN, bias)."""
+    dim = state_dict["sft.weight"].shape[0]
+    hidden = state_dict["UFONE.0.ITLs.0.ffn.project_out.weight"].shape[1]
+    found = {
+        "dim": dim,
+        "ffn_expansion": hidden / dim,
+        "bias": "UFONE.0.ITLs.0.attn.project_out.bias" in state_dict,
+    }
+    defaults = {"dim": 60, "ffn_expansion": 2.0, "bias": False}
+    return {k: v for k, v in found.items() if v != defaults[k]}
+
+
+register_detector("ditn", detect_ditn)
