@@ -7,9 +7,13 @@ changes neither the counts nor the speed.
 Complexity, per forward pass on one ``1×3×H×W`` input:
 
 * ``params``: trainable parameters (fixed masks and BN statistics excluded).
-* ``macs``: multiply-accumulates of convolutions and matrix products, attention included;
-  ``flops`` = 2 × ``macs``. Both come from :class:`torch.utils.flop_counter.FlopCounterMode`,
-  taught the CPU kernel of ``scaled_dot_product_attention`` that it does not know.
+* ``macs``: multiply-accumulates of convolutions and matrix products, attention included,
+  as the papers count them; ``flops`` = 2 × ``macs``. Both come from
+  :class:`torch.utils.flop_counter.FlopCounterMode`, taught the CPU kernel of
+  ``scaled_dot_product_attention`` that it does not know. Where lightsr replaces a
+  fixed-kernel convolution of the official code by copies (EMT's one-hot shifts), the module
+  says so with a ``reference_macs(input)`` method and those multiply-adds are added, so
+  ``macs`` matches the published figures; ``macs_executed`` leaves them out.
 * ``activations``: elements output by all ``nn.Conv2d`` calls; ``convs``: ``nn.Conv2d``
   layers. These follow the NTIRE efficient-SR challenge definitions.
 
@@ -154,6 +158,7 @@ class Complexity:
     macs: int
     activations: int
     convs: int
+    macs_executed: int
 
     @property
     def flops(self) -> int:
@@ -184,6 +189,7 @@ class BenchRow:
     runs: int
     params: int | None = None
     macs: int | None = None
+    macs_executed: int | None = None
     flops: int | None = None
     activations: int | None = None
     convs: int | None = None
@@ -269,24 +275,33 @@ def _frozen_copy(module: nn.Module, device: str) -> nn.Module:
 def _count_forward(module: nn.Module, x: torch.Tensor) -> Complexity:
     """Complexity of one forward of ``module`` on ``x``, with ``params`` left at 0."""
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    emulated = [m for m in module.modules() if callable(getattr(m, "reference_macs", None))]
     activations = 0
+    reference_macs = 0
 
     def add_activations(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         nonlocal activations
         activations += output.numel()
 
+    def add_reference_macs(emulating: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        nonlocal reference_macs
+        reference_macs += emulating.reference_macs(inputs[0])
+
     handles = [conv.register_forward_hook(add_activations) for conv in convs]
+    handles += [m.register_forward_pre_hook(add_reference_macs) for m in emulated]
     try:
         with torch.inference_mode(), flop_counter() as counter:
             module(x)
     finally:
         for handle in handles:
             handle.remove()
+    executed = counter.get_total_flops() // 2
     return Complexity(
         params=0,
-        macs=counter.get_total_flops() // 2,
+        macs=executed + reference_macs,
         activations=activations,
         convs=len(convs),
+        macs_executed=executed,
     )
 
 
@@ -467,6 +482,7 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
         runs=len(times),
         params=complexity.params,
         macs=complexity.macs,
+        macs_executed=complexity.macs_executed,
         flops=complexity.flops,
         activations=complexity.activations,
         convs=complexity.convs,

@@ -90,6 +90,11 @@ def shift_channel_groups(x: torch.Tensor, interleaved: bool, pad_mode: str) -> t
     return torch.stack(shifted, dim=group_dim).reshape(n, c, h, w)
 
 
+def shift_conv_macs(x: torch.Tensor) -> int:
+    """Multiply-adds of a depthwise 3×3 conv over ``x``: what the official shift costs."""
+    return x.numel() * 9
+
+
 def _register_shift_mask(module: nn.Module, channels: int, interleaved: bool) -> None:
     """Give ``module`` the official ``mask`` entry and check it whenever weights are loaded."""
     if channels % 5:
@@ -132,6 +137,10 @@ class ShiftConv1x1(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(shift_channel_groups(x, interleaved=False, pad_mode="constant"))
 
+    def reference_macs(self, x: torch.Tensor) -> int:
+        """Multiply-adds of the official depthwise shift conv that the copies here replace."""
+        return shift_conv_macs(x)
+
 
 class PixelMixer(nn.Module):
     """Parameter-free local mixing: channel ``c`` moves by ``SHIFT_OFFSETS[c % 5]``, wrapping
@@ -143,6 +152,10 @@ class PixelMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return shift_channel_groups(x, interleaved=True, pad_mode="circular")
+
+    def reference_macs(self, x: torch.Tensor) -> int:
+        """Multiply-adds of the official depthwise shift conv that the copies here replace."""
+        return shift_conv_macs(x)
 
 
 class TokenMixer(nn.Module):
