@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
 from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
@@ -380,7 +381,7 @@ def _torch_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) ->
     """
     device = torch.device(settings.device)
     dtype = PRECISIONS[settings.precision]
-    module = module.to(device=device, dtype=dtype).eval()
+    module = to_inference_layout(module.to(device=device, dtype=dtype).eval())
 
     def make_input(height: int, width: int) -> torch.Tensor:
         x = torch.rand(1, 3, height, width) * spec.input_range

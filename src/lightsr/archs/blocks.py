@@ -5,6 +5,9 @@ Anything used by more than one network lives here, so architectures never copy e
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,3 +36,76 @@ class PixelShuffleUpsampler(nn.Sequential):
             nn.Conv2d(dim, out_channels * scale * scale, 3, 1, 1, bias=bias),
             nn.PixelShuffle(scale),
         )
+
+
+# ----------------------------------------------------------------------------- fast path
+#
+# Every network has two forward paths with equal outputs (to float rounding):
+#
+# * the *faithful* path, written to follow the official code and used whenever autograd
+#   records (training) or a graph is traced for export;
+# * the *fast* path, taken when gradients are off: in-place activations and residual adds
+#   into freshly computed tensors, folded affine layers, chunked transients. It never
+#   writes into a tensor the caller passed in.
+#
+# ``to_inference_layout`` adds the module-level half: channels_last parameters for networks
+# whose convolutions are faster in that layout (oneDNN's NHWC depthwise and 1×1 kernels).
+
+_FAITHFUL_ONLY = False
+
+
+@contextlib.contextmanager
+def faithful_path() -> Iterator[None]:
+    """Run forwards on the faithful path even with gradients off (tests, debugging)."""
+    global _FAITHFUL_ONLY
+    previous, _FAITHFUL_ONLY = _FAITHFUL_ONLY, True
+    try:
+        yield
+    finally:
+        _FAITHFUL_ONLY = previous
+
+
+def fast_path() -> bool:
+    """Whether a forward may take the fast inference path now.
+
+    True when no gradient is recorded (``torch.no_grad``/``torch.inference_mode``), outside
+    :func:`faithful_path`, and not while ``torch.jit`` traces or ``torch.export`` exports
+    (exported graphs keep the faithful, functional form). ``torch.compile`` may take it.
+    """
+    if _FAITHFUL_ONLY or torch.is_grad_enabled() or torch.jit.is_tracing():
+        return False
+    return not torch.compiler.is_exporting()
+
+
+def to_inference_layout(module: nn.Module) -> nn.Module:
+    """Give ``module`` (in place) the parameter layout its fast path prefers; return it.
+
+    A network class that sets ``prefers_channels_last = True`` gets channels_last 4-D
+    parameters, so every convolution runs in NHWC whatever layout its input has. Values,
+    names and shapes of the parameters do not change (checkpoints save them contiguous).
+    """
+    if getattr(module, "prefers_channels_last", False):
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
+class FoldedCache:
+    """Tensors derived from parameters (folded weights), rebuilt when those change.
+
+    The key holds each source tensor's version counter, storage, device and dtype, so
+    optimiser steps, ``load_state_dict`` and ``.to()`` all invalidate the cached value.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: object = None
+
+    def get(self, sources: Sequence[torch.Tensor], build: Callable[[], object]) -> object:
+        """The value of ``build()``, reused while ``sources`` are unchanged."""
+        if torch.compiler.is_compiling() or any(t.is_inference() for t in sources):
+            return build()  # a traced graph computes it; inference tensors have no version
+        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in sources)
+        if self._key != key:
+            self._key, self._value = key, build()
+        return self._value
+

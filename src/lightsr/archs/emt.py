@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler
+from lightsr.archs.blocks import FoldedCache, PixelShuffleUpsampler, fast_path
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
@@ -90,6 +90,69 @@ def shift_channel_groups(x: torch.Tensor, interleaved: bool, pad_mode: str) -> t
     return torch.stack(shifted, dim=group_dim).reshape(n, c, h, w)
 
 
+def _copy_shifted(dst: torch.Tensor, src: torch.Tensor, dy: int, dx: int, circular: bool) -> None:
+    """``dst[..., i, j] = src[..., i + dy, j + dx]`` for |dy|, |dx| ≤ 1, zero or wrapped at
+    the border: one copy of the interior and of the border strips, no padded map."""
+    h, w = src.shape[-2:]
+    rows_dst, rows_src = slice(max(-dy, 0), h - max(dy, 0)), slice(max(dy, 0), h - max(-dy, 0))
+    cols_dst, cols_src = slice(max(-dx, 0), w - max(dx, 0)), slice(max(dx, 0), w - max(-dx, 0))
+    dst[..., rows_dst, cols_dst] = src[..., rows_src, cols_src]
+    if dy:
+        edge = h - 1 if dy > 0 else 0
+        strip = dst[..., edge : edge + 1, :]
+        strip.copy_(src[..., h - 1 - edge : h - edge, :]) if circular else strip.zero_()
+    if dx:
+        edge = w - 1 if dx > 0 else 0
+        strip = dst[..., :, edge : edge + 1]
+        strip.copy_(src[..., :, w - 1 - edge : w - edge]) if circular else strip.zero_()
+
+
+def shift_channel_groups_fast(x: torch.Tensor, interleaved: bool, circular: bool) -> torch.Tensor:
+    """:func:`shift_channel_groups` written straight into a new map of ``x``'s layout."""
+    n, c, h, w = x.shape
+    out = torch.empty_like(x)
+    if interleaved:
+        groups_in, groups_out = x.view(n, c // 5, 5, h, w), out.view(n, c // 5, 5, h, w)
+    else:
+        groups_in, groups_out = x.view(n, 5, c // 5, h, w), out.view(n, 5, c // 5, h, w)
+    group_dim = 2 if interleaved else 1
+    for k, (dy, dx) in enumerate(SHIFT_OFFSETS):
+        src, dst = groups_in.select(group_dim, k), groups_out.select(group_dim, k)
+        _copy_shifted(dst, src, dy, dx, circular)
+    return out
+
+
+def copy_rolled(dst: torch.Tensor, src: torch.Tensor, offset: tuple[int, int]) -> None:
+    """``dst[..., i, j] = src[..., (i + dy) % H, (j + dx) % W]`` for (dy, dx) = ``offset``.
+
+    ``torch.roll(src, (-dy, -dx))`` cropped to ``dst``'s size (at most ``src``'s), done as
+    at most four block copies straight into ``dst``.
+    """
+    row_blocks = _wrapped_blocks(dst.shape[-2], src.shape[-2], offset[0])
+    col_blocks = _wrapped_blocks(dst.shape[-1], src.shape[-1], offset[1])
+    for dst_rows, src_rows in row_blocks:
+        for dst_cols, src_cols in col_blocks:
+            dst[..., dst_rows, dst_cols] = src[..., src_rows, src_cols]
+
+
+def _wrapped_blocks(size: int, period: int, offset: int) -> list[tuple[slice, slice]]:
+    """(destination, source) index ranges of ``dst[i] = src[(i + offset) % period]``."""
+    start = offset % period
+    first = min(size, period - start)
+    blocks = [(slice(0, first), slice(start, start + first))]
+    if first < size:
+        blocks.append((slice(first, size), slice(0, size - first)))
+    return blocks
+
+
+def fold_batchnorm_after(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the single conv equal to ``norm(conv(x))`` in eval mode."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+    return weight, (bias - norm.running_mean) * scale + norm.bias
+
+
 def _register_shift_mask(module: nn.Module, channels: int, interleaved: bool) -> None:
     """Give ``module`` the official ``mask`` entry and check it whenever weights are loaded."""
     if channels % 5:
@@ -130,6 +193,8 @@ class ShiftConv1x1(nn.Conv2d):
         _register_shift_mask(self, in_channels, interleaved=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return super().forward(shift_channel_groups_fast(x, interleaved=False, circular=False))
         return super().forward(shift_channel_groups(x, interleaved=False, pad_mode="constant"))
 
 
@@ -156,6 +221,11 @@ class TokenMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.token_mixer(x) - x)
 
+    def residual_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + self(x)`` with gradients off: the difference and the sum in place."""
+        shifted = shift_channel_groups_fast(x, interleaved=True, circular=True)
+        return self.norm(shifted.sub_(x)).add_(x)
+
 
 class Mlp(nn.Module):
     """ShiftConv1x1 → Swish (x·sigmoid(x)) → ShiftConv1x1."""
@@ -166,7 +236,8 @@ class Mlp(nn.Module):
         self.fc2 = ShiftConv1x1(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(x)))
+        hidden = self.fc1(x)
+        return self.fc2(F.silu(hidden, inplace=fast_path()))
 
 
 class StripedWindowAttention(nn.Module):
@@ -199,6 +270,7 @@ class StripedWindowAttention(nn.Module):
         self.shifts = [tuple(s) for s in shifts] if shifts else [(0, 0)] * len(windows)
         self.attn = nn.Sequential(nn.Conv2d(dim, 2 * dim, 1), nn.BatchNorm2d(2 * dim))
         self.proj = nn.Sequential(nn.Conv2d(dim, dim, 1))
+        self._folded = FoldedCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qv_slices = self.attn(x).chunk(len(self.windows), dim=1)
@@ -207,6 +279,61 @@ class StripedWindowAttention(nn.Module):
             for qv, window, shift in zip(qv_slices, self.windows, self.shifts, strict=True)
         ]
         return self.proj(torch.cat(outputs, dim=1))
+
+    def residual_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + self(x)`` with gradients off: the BatchNorm folded into the qv conv, each
+        slice's output written straight into the map ``proj`` reads, rolls done as block
+        copies, and the residual added in place."""
+        conv, norm = self.attn
+        weight, bias = self._folded.get(
+            (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var),
+            lambda: fold_batchnorm_after(conv, norm),
+        )
+        qv_slices = F.conv2d(x, weight, bias).chunk(len(self.windows), dim=1)
+        attended = torch.empty_like(x)
+        out_slices = attended.chunk(len(self.windows), dim=1)
+        for qv, out, window, shift in zip(
+            qv_slices, out_slices, self.windows, self.shifts, strict=True
+        ):
+            self._attend_slice_fast(qv, out, window, shift)
+        return self.proj(attended).add_(x)
+
+    def _attend_slice_fast(
+        self,
+        qv: torch.Tensor,
+        out: torch.Tensor,
+        window: tuple[int, int],
+        shift: tuple[int, int],
+    ) -> None:
+        """:meth:`_attend_slice` into ``out``, with at most one copy per layout change."""
+        n, channels, h, w = qv.shape
+        win_h, win_w = window
+        rows, cols = (h + win_h - 1) // win_h, (w + win_w - 1) // win_w
+        height, width = rows * win_h, cols * win_w
+        if (height, width) != (h, w):
+            qv = F.pad(qv, (0, width - w, 0, height - h), mode="reflect")
+        if shift != (0, 0):
+            rolled = torch.empty_like(qv)
+            copy_rolled(rolled, qv, (-shift[0], -shift[1]))
+            qv = rolled
+        heads, head_dim = self.num_heads, channels // (2 * self.num_heads)
+        tokens = (
+            qv.view(n, 2, heads, head_dim, rows, win_h, cols, win_w)
+            .permute(1, 0, 2, 4, 6, 5, 7, 3)
+            .reshape(2, n, heads * rows * cols, win_h * win_w, head_dim)
+        )
+        qv = None
+        q, v = tokens.unbind(0)
+        attended = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+        tokens = q = v = None
+        # (n, head, rows, cols, win_h, win_w, c) → channels_last (n, head·c, height, width)
+        attended = (
+            attended.view(n, heads, rows, cols, win_h, win_w, head_dim)
+            .permute(0, 2, 4, 3, 5, 1, 6)
+            .reshape(n, height, width, heads * head_dim)
+            .permute(0, 3, 1, 2)
+        )
+        copy_rolled(out, attended, shift)
 
     def _attend_slice(
         self, qv: torch.Tensor, window: tuple[int, int], shift: tuple[int, int]
@@ -264,6 +391,12 @@ class MixedTransformerBlock(nn.Module):
         self.mlp_list = nn.ModuleList(Mlp(dim, dim * mlp_ratio) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            # Every residual sum lands in a fresh branch output; ``x`` itself is never written.
+            for mixer, mlp in zip(self.sa_list, self.mlp_list, strict=True):
+                x = mixer.residual_fast(x)
+                x = mlp(x).add_(x)
+            return x
         for mixer, mlp in zip(self.sa_list, self.mlp_list, strict=True):
             x = x + mixer(x)
             x = x + mlp(x)
@@ -318,9 +451,16 @@ class EMT(nn.Module):
         )
         self.tail = PixelShuffleUpsampler(dim, scale, out_channels)
 
+    # oneDNN's NHWC 1×1 convolutions are faster here (see
+    # lightsr.archs.blocks.to_inference_layout).
+    prefers_channels_last = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(self.sub_mean(x))
-        features = self.body(features) + features
+        if fast_path():
+            features = self.body(features).add_(features)
+        else:
+            features = self.body(features) + features
         return self.add_mean(self.tail(features))
 
 

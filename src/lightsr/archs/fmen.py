@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler
+from lightsr.archs.blocks import PixelShuffleUpsampler, fast_path
 from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
 
 NEGATIVE_SLOPE = 0.1
@@ -54,6 +54,10 @@ framework FMEN was built in. Everything in this dict except the topology is an a
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, NEGATIVE_SLOPE)
+
+
+def _lrelu_(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu_(x, NEGATIVE_SLOPE)
 
 
 def pad_with_values(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -138,7 +142,8 @@ class ERB(nn.Module):
         self.conv2 = RepConv(channels) if deploy else RRRB(channels, ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(_lrelu(self.conv1(x)))
+        hidden = self.conv1(x)
+        return self.conv2(_lrelu_(hidden) if fast_path() else _lrelu(hidden))
 
 
 class HFAB(nn.Module):
@@ -173,6 +178,8 @@ class HFAB(nn.Module):
         self.excitate = nn.Conv2d(mid_channels, channels, 3, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy and fast_path():
+            return self._forward_fast(x)
         if self.deploy:
             branch = _lrelu(self.convs(_lrelu(self.squeeze(x))))
             return torch.sigmoid(self.excitate(branch)) * x
@@ -180,6 +187,14 @@ class HFAB(nn.Module):
         branch = _lrelu(self.convs(_lrelu(self.squeeze(branch))))
         branch = pad_with_values(self.bn2(branch), _bn_scale_shift(self.bn2)[1])
         return torch.sigmoid(self.bn3(self.excitate(branch))) * x
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Deploy-form forward with in-place activations and product (gradients off)."""
+        branch = _lrelu_(self.squeeze(x))
+        for erb in self.convs:
+            branch = erb(branch)
+        attention = self.excitate(_lrelu_(branch))
+        return attention.sigmoid_().mul_(x)
 
     @torch.no_grad()
     def folded_convs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -258,12 +273,33 @@ class FMEN(nn.Module):
         self.lr_conv = nn.Conv2d(n_feats, n_feats, 3, padding=1)
         self.tail = PixelShuffleUpsampler(n_feats, scale, n_colors)
 
+    # oneDNN's NHWC convolutions are faster here (see lightsr.archs.blocks.to_inference_layout).
+    prefers_channels_last = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self._forward_fast(x)
         shallow = self.head(x)
         h = self.warmup(shallow)
         for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
             h = hfab(erb(h))
         return self.tail(self.lr_conv(h) + shallow)
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward with gradients off: each full-size map is dropped as soon as it is
+        used up, so at most three are alive at once (the long skip and two others)."""
+        shallow = self.head(x)
+        h = self.warmup(shallow)
+        for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
+            # Rebinding to None frees a map before the next conv allocates its output.
+            hidden = _lrelu_(erb.conv1(h))
+            h = None
+            h = erb.conv2(hidden)
+            hidden = None
+            h = hfab(h)
+        out = self.lr_conv(h).add_(shallow)
+        h = shallow = None
+        return self.tail(out)
 
     def reparameterize(self) -> FMEN:
         """The deploy form of this network (see :func:`reparameterize`)."""
