@@ -89,6 +89,22 @@ def to_inference_layout(module: nn.Module) -> nn.Module:
     return module
 
 
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm in eval mode as ``x * scale + shift`` (from its running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def fold_batchnorm_after(
+    conv: nn.Conv2d, norm: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the single conv equal to ``norm(conv(x))`` in eval mode."""
+    scale, shift = bn_scale_shift(norm)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return weight, bias
+
+
 class FoldedCache:
     """Tensors derived from parameters (folded weights), rebuilt when those change.
 
@@ -108,4 +124,3 @@ class FoldedCache:
         if self._key != key:
             self._key, self._value = key, build()
         return self._value
-

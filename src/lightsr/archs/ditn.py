@@ -103,8 +103,12 @@ class GatedDConvFFN(nn.Module):
         if x.shape[0] > 1 or height <= band:
             return self._hidden_to_out(self.dwconv(self.project_in(x)))
         out = torch.empty(
-            x.shape[0], self.project_out.out_channels, height, width,
-            dtype=x.dtype, device=x.device,
+            x.shape[0],
+            self.project_out.out_channels,
+            height,
+            width,
+            dtype=x.dtype,
+            device=x.device,
         ).contiguous(memory_format=torch.channels_last)
         for start in range(0, height, band):
             end = min(start + band, height)

@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import FoldedCache, PixelShuffleUpsampler, fast_path
+from lightsr.archs.blocks import (
+    FoldedCache,
+    PixelShuffleUpsampler,
+    fast_path,
+    fold_batchnorm_after,
+)
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
@@ -143,14 +148,6 @@ def _wrapped_blocks(size: int, period: int, offset: int) -> list[tuple[slice, sl
     if first < size:
         blocks.append((slice(first, size), slice(0, size - first)))
     return blocks
-
-
-def fold_batchnorm_after(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of the single conv equal to ``norm(conv(x))`` in eval mode."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-    weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-    return weight, (bias - norm.running_mean) * scale + norm.bias
 
 
 def _register_shift_mask(module: nn.Module, channels: int, interleaved: bool) -> None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler, fast_path
+from lightsr.archs.blocks import PixelShuffleUpsampler, bn_scale_shift, fast_path
 from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
 
 NEGATIVE_SLOPE = 0.1
@@ -68,12 +68,6 @@ def pad_with_values(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """
     border = F.pad(x.new_zeros(1, 1, *x.shape[-2:]), (1, 1, 1, 1), value=1.0)
     return F.pad(x, (1, 1, 1, 1)) + border * values.view(1, -1, 1, 1)
-
-
-def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """BatchNorm in eval mode as ``x * scale + shift`` (from its running statistics)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
 
 
 def _add_identity(weight: torch.Tensor) -> torch.Tensor:
@@ -183,9 +177,9 @@ class HFAB(nn.Module):
         if self.deploy:
             branch = _lrelu(self.convs(_lrelu(self.squeeze(x))))
             return torch.sigmoid(self.excitate(branch)) * x
-        branch = pad_with_values(self.bn1(x), _bn_scale_shift(self.bn1)[1])
+        branch = pad_with_values(self.bn1(x), bn_scale_shift(self.bn1)[1])
         branch = _lrelu(self.convs(_lrelu(self.squeeze(branch))))
-        branch = pad_with_values(self.bn2(branch), _bn_scale_shift(self.bn2)[1])
+        branch = pad_with_values(self.bn2(branch), bn_scale_shift(self.bn2)[1])
         return torch.sigmoid(self.bn3(self.excitate(branch))) * x
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,9 +193,9 @@ class HFAB(nn.Module):
     @torch.no_grad()
     def folded_convs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Weights and biases of ``squeeze`` and ``excitate`` with the BatchNorms merged."""
-        scale1, shift1 = _bn_scale_shift(self.bn1)
-        scale2, shift2 = _bn_scale_shift(self.bn2)
-        scale3, shift3 = _bn_scale_shift(self.bn3)
+        scale1, shift1 = bn_scale_shift(self.bn1)
+        scale2, shift2 = bn_scale_shift(self.bn2)
+        scale3, shift3 = bn_scale_shift(self.bn3)
         squeeze = _merge_bn_before(self.squeeze, scale1, shift1)
         w, b = _merge_bn_before(self.excitate, scale2, shift2)
         excitate = (w * scale3.view(-1, 1, 1, 1), b * scale3 + shift3)
