@@ -73,9 +73,9 @@ LAYER_NORM = NormKind("norm", ChannelLayerNorm)
 NORMS = {"tanh_conv": TANH_CONV, "layer_norm": LAYER_NORM}
 
 
-# Pixels per band of the fast path's banded FFN (see GatedDConvFFN._forward_fast): 64 rows
-# of a 256-pixel-wide map; the hidden maps of one band take 8 MiB.
-FFN_BAND_PIXELS = 64 * 256
+# Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 32 rows of a
+# 256-pixel-wide map, whose 4×-wide hidden maps take 4 MiB.
+FFN_BAND_PIXELS = 32 * 256
 
 
 class GatedDConvFFN(nn.Module):
@@ -90,32 +90,34 @@ class GatedDConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_path():
-            return self._forward_fast(x)
+            return self._hidden_to_out(self.dwconv(self.project_in(x)))
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(gate) * value)
 
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Gradients off: a large map goes through in bands of rows, so the 4×-wide hidden
-        maps exist one band at a time. Each band is computed with one extra row on each
-        side for the depthwise conv, which makes the result exactly the whole-map one."""
+    def add_to(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``x += self(norm(x))`` in place (gradients off; ``x`` must be the caller's own).
+
+        A large single map goes through in bands of rows, so the normed input and the
+        4×-wide hidden maps exist one band at a time. Each band is computed with one extra
+        row on each side for the depthwise conv, which makes it exactly the whole-map
+        result, and is added only after the next band has read its last row.
+        """
         height, width = x.shape[-2:]
         band = max(1, FFN_BAND_PIXELS // width)
         if x.shape[0] > 1 or height <= band:
-            return self._hidden_to_out(self.dwconv(self.project_in(x)))
-        out = torch.empty(
-            x.shape[0],
-            self.project_out.out_channels,
-            height,
-            width,
-            dtype=x.dtype,
-            device=x.device,
-        ).contiguous(memory_format=torch.channels_last)
+            return x.add_(self(norm(x)))
+        pending = None
         for start in range(0, height, band):
             end = min(start + band, height)
             top, bottom = max(start - 1, 0), min(end + 1, height)
-            hidden = self.dwconv(self.project_in(x[:, :, top:bottom]))
-            out[:, :, start:end] = self._hidden_to_out(hidden[:, :, start - top : end - top])
-        return out
+            hidden = self.dwconv(self.project_in(norm(x[:, :, top:bottom])))
+            out = self._hidden_to_out(hidden[:, :, start - top : end - top])
+            hidden = None
+            if pending is not None:
+                x[:, :, pending[0]].add_(pending[1])
+            pending = (slice(start, end), out)
+        x[:, :, pending[0]].add_(pending[1])
+        return x
 
     def _hidden_to_out(self, hidden: torch.Tensor) -> torch.Tensor:
         gate, value = hidden.chunk(2, dim=1)
@@ -230,14 +232,18 @@ class PreNormLayer(nn.Module):
         self.ffn = GatedDConvFFN(dim, ffn_expansion, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm1, norm2 = (getattr(self, name) for name in self.norm_names)
-        mixed = getattr(self, self.mixer_name)(norm1(x))
         if fast_path():
-            # Residuals added into the fresh branch outputs: never writes into ``x``.
-            x = mixed.add_(x)
-            return x.add_(self.ffn(norm2(x)))
-        x = x + mixed
+            return self.update_(x.clone(memory_format=torch.channels_last))
+        norm1, norm2 = (getattr(self, name) for name in self.norm_names)
+        x = x + getattr(self, self.mixer_name)(norm1(x))
         return x + self.ffn(norm2(x))
+
+    def update_(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer applied to ``x`` in place (gradients off; ``x`` must be the caller's
+        own): no map is allocated for either residual sum."""
+        norm1, norm2 = (getattr(self, name) for name in self.norm_names)
+        x.add_(getattr(self, self.mixer_name)(norm1(x)))
+        return self.ffn.add_to(x, norm2)
 
 
 class ITL(PreNormLayer):
@@ -330,9 +336,18 @@ class UFONE(nn.Module):
         local = torch.empty_like(x, memory_format=torch.channels_last)
         for start in range(0, x.shape[-2], band):
             rows = slice(start, start + band)
-            patches = self.ITLs(unfold_patches(x[:, :, rows], patch))
+            patches = unfold_patches(x[:, :, rows], patch)
+            if patches.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                # One patch row in channels_last unfolds as a view: the layers must not
+                # write into ``x``.
+                patches = patches.clone(memory_format=torch.channels_last)
+            for layer in self.ITLs:
+                layer.update_(patches)
             local[:, :, rows] = fold_patches(patches, local[:, :, rows])
-        return self.conv(self.SALs(local))
+        patches = None
+        for layer in self.SALs:
+            layer.update_(local)
+        return self.conv(local)
 
 
 class DITN(nn.Module):
