@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightsr.archs.blocks import to_inference_layout
+from lightsr.archs.blocks import faithful_path, to_inference_layout
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
 from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
@@ -291,7 +291,9 @@ def _count_forward(module: nn.Module, x: torch.Tensor) -> Complexity:
 
     handles = [conv.register_forward_hook(add_activations) for conv in convs]
     try:
-        with torch.inference_mode(), flop_counter() as counter:
+        # The faithful path: counts describe the network, not this package's fast path
+        # (which, e.g., recomputes FMEN's long skip and runs EMT's shifts as convs).
+        with torch.inference_mode(), faithful_path(), flop_counter() as counter:
             module(x)
     finally:
         for handle in handles:
