@@ -53,6 +53,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--after", type=Path, help="render these saved rows, do not measure")
     parser.add_argument("--before", type=Path, help="rows of an earlier version to compare")
     parser.add_argument("--before-label", default="before", help="what --before measured")
+    parser.add_argument(
+        "--official-here",
+        type=Path,
+        help="JSON {variant: {median_s, peak_mib}}: the official code measured alongside",
+    )
     parser.add_argument("--note", default="", help="a line about the run (machine load)")
     return parser.parse_args(argv)
 
@@ -69,6 +74,7 @@ def render(
     before: Sequence[BenchRow] = (),
     before_label: str = "before",
     note: str = "",
+    official_here: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """The Markdown page for ``rows`` measured with ``settings`` on machine ``info``, with a
     before/after comparison when ``before`` rows are given."""
@@ -109,6 +115,7 @@ def render(
         *([f"* {note}"] if note else []),
         "",
         *(comparison(rows, before, before_label) if before else []),
+        *(official_alongside(rows, official_here) if official_here else []),
         "## Machine",
         "",
         *(f"* {key}: {value}" for key, value in info.items()),
@@ -150,6 +157,34 @@ def comparison(
     return [*lines, ""]
 
 
+def official_alongside(
+    rows: Sequence[BenchRow], official: dict[str, dict[str, float]]
+) -> list[str]:
+    """Markdown lines comparing ``rows`` with the official code measured in the same run."""
+    lines = [
+        "## The official code measured alongside",
+        "",
+        "The official module of each network listed (from its authors' repository, kept "
+        "outside lightsr), run through this package's robust protocol (`lightsr.bench`'s "
+        "`MemoryProbe` and `_run_protocol`: priming at 32x32, warm-up, timed runs, peak RSS "
+        "rise over the RSS after priming), in a fresh process with 2 threads, alternating "
+        "with the `after` runs so that both saw the same machine load.",
+        "",
+        "| network | lightsr (s) | official (s) | ratio | lightsr (MiB) | official (MiB) | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        theirs = official.get(row.variant)
+        if row.error or theirs is None:
+            continue
+        lines.append(
+            f"| {row.variant} | {row.latency_s:.3f} | {theirs['median_s']:.3f} "
+            f"| {row.latency_s / theirs['median_s']:.2f} | {row.peak_memory_mib:.0f} "
+            f"| {theirs['peak_mib']:.0f} | {row.peak_memory_mib / theirs['peak_mib']:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def _table_line(row: BenchRow) -> str:
     name = f"{row.variant} (deploy)" if row.form == "deploy" else row.variant
     if row.error:
@@ -186,8 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         rows = run_bench(select_models(args.models, SCALE), settings, on_row=progress)
     before = load_rows(args.before) if args.before else ()
+    official = json.loads(args.official_here.read_text()) if args.official_here else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    page = render(rows, settings, machine_info(args.device), before, args.before_label, args.note)
+    page = render(
+        rows, settings, machine_info(args.device), before, args.before_label, args.note, official
+    )
     args.out.write_text(page)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -73,9 +73,10 @@ LAYER_NORM = NormKind("norm", ChannelLayerNorm)
 NORMS = {"tanh_conv": TANH_CONV, "layer_norm": LAYER_NORM}
 
 
-# Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 32 rows of a
-# 256-pixel-wide map, whose 4×-wide hidden maps take 4 MiB.
-FFN_BAND_PIXELS = 32 * 256
+# Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 64 rows of a
+# 256-pixel-wide map, whose 4×-wide hidden maps take 15 MiB. Narrower bands save little
+# more memory but multiply small ops, which costs when the CPU is shared.
+FFN_BAND_PIXELS = 64 * 256
 
 
 class GatedDConvFFN(nn.Module):
@@ -288,7 +289,7 @@ def fold_patches(patches: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 # Pixels per band of patch rows in the fast path's ITLs (see UFONE._forward_fast).
-ITL_BAND_PIXELS = 64 * 256
+ITL_BAND_PIXELS = 128 * 256
 
 
 class UFONE(nn.Module):
