@@ -11,7 +11,10 @@ followed by an MLP whose 1×1 convs see a one-pixel shift of the input channels.
 The official code applies those fixed one-pixel shifts as depthwise 3×3 convs with one-hot
 ``mask`` kernels. Here the shifts are pad-and-slice copies (same result, no multiply-adds);
 the masks stay in the state dict as buffers so checkpoints round-trip, and loading verifies
-that they hold the expected one-hot pattern.
+that they hold the expected one-hot pattern. The fast inference path (gradients off, see
+:mod:`lightsr.archs.blocks`) does use them as convs again: on channels_last maps one
+depthwise conv is faster than five strided channel-group copies, and still bit-exact.
+It also folds the attention BatchNorm into the qv conv and adds residuals in place.
 """
 
 from __future__ import annotations
