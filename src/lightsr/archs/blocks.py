@@ -25,10 +25,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+# Input rows per band of the fast path's upsampler (see PixelShuffleUpsampler).
+UPSAMPLE_BAND_ROWS = 32
+
+
 class PixelShuffleUpsampler(nn.Sequential):
     """conv3x3(dim → out·s²) followed by PixelShuffle(s): the common one-step upsampler.
 
-    Its first conv is ``<name>.0`` in state dicts, matching the official networks.
+    Its first conv is ``<name>.0`` in state dicts, matching the official networks. On the
+    fast path (gradients off) it runs in bands of input rows, each with one row of context
+    on either side, written straight into the output image: the s²-channel map before the
+    shuffle, as large as the output, then never exists in full.
     """
 
     def __init__(self, dim: int, scale: int, out_channels: int = 3, bias: bool = True) -> None:
@@ -36,6 +43,30 @@ class PixelShuffleUpsampler(nn.Sequential):
             nn.Conv2d(dim, out_channels * scale * scale, 3, 1, 1, bias=bias),
             nn.PixelShuffle(scale),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height = x.shape[-2]
+        if not fast_path() or height <= UPSAMPLE_BAND_ROWS:
+            return super().forward(x)
+        conv, shuffle = self
+        scale = shuffle.upscale_factor
+        n, _, _, width = x.shape
+        layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
+        out = torch.empty(
+            n,
+            conv.out_channels // scale**2,
+            height * scale,
+            width * scale,
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=layout,
+        )
+        for start in range(0, height, UPSAMPLE_BAND_ROWS):
+            end = min(start + UPSAMPLE_BAND_ROWS, height)
+            top, bottom = max(start - 1, 0), min(end + 1, height)
+            band = conv(x[:, :, top:bottom])[:, :, start - top : end - top]
+            out[:, :, start * scale : end * scale] = shuffle(band)
+        return out
 
 
 # ----------------------------------------------------------------------------- fast path

@@ -184,11 +184,29 @@ class HFAB(nn.Module):
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Deploy-form forward with in-place activations and product (gradients off)."""
+        attention = self.excitate(self._branch_fast(x))
+        return attention.sigmoid_().mul_(x)
+
+    def _branch_fast(self, x: torch.Tensor) -> torch.Tensor:
         branch = _lrelu_(self.squeeze(x))
         for erb in self.convs:
             branch = erb(branch)
-        attention = self.excitate(_lrelu_(branch))
-        return attention.sigmoid_().mul_(x)
+        return _lrelu_(branch)
+
+    def gate_(self, x: torch.Tensor, band_rows: int = 32) -> torch.Tensor:
+        """``x *= attention`` in place (deploy form, gradients off, ``x`` the caller's own).
+
+        The full-size attention map is never built: ``excitate`` runs on bands of rows of
+        the narrow branch, each with one row of context on either side.
+        """
+        branch = self._branch_fast(x)
+        height = x.shape[-2]
+        for start in range(0, height, band_rows):
+            end = min(start + band_rows, height)
+            top, bottom = max(start - 1, 0), min(end + 1, height)
+            attention = self.excitate(branch[:, :, top:bottom])[:, :, start - top : end - top]
+            x[:, :, start:end].mul_(attention.sigmoid_())
+        return x
 
     @torch.no_grad()
     def folded_convs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -280,28 +298,26 @@ class FMEN(nn.Module):
         return self.tail(self.lr_conv(h) + shallow)
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """The forward with gradients off, holding at most two full-size maps at a time.
+        """The forward with gradients off, holding at most two full-size maps at a time
+        (the deploy form's attention gates multiply in place, see :meth:`HFAB.gate_`).
 
         Each map is dropped as soon as it is used up, and the long skip ``head(x)`` is
         computed again at the end instead of being kept through the trunk (the same conv on
         the same input, so the same values, for about 1% more compute).
         """
         conv, hfab = self.warmup
-        h = hfab(conv(self.head(x)))  # not self.warmup(…): its argument would stay alive
+        h = conv(self.head(x))  # not self.warmup(…): its argument would stay alive
+        h = hfab.gate_(h) if self.deploy else hfab(h)
         for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
             # Rebinding to None frees a map before the next conv allocates its output.
             hidden = _lrelu_(erb.conv1(h))
             h = None
             h = erb.conv2(hidden)
             hidden = None
-            h = hfab(h)
+            h = hfab.gate_(h) if self.deploy else hfab(h)
         out = self.lr_conv(h)
         h = None
-        out.add_(self.head(x))
-        conv, shuffle = self.tail
-        up = conv(out)
-        out = None
-        return shuffle(up)
+        return self.tail(out.add_(self.head(x)))
 
     def reparameterize(self) -> FMEN:
         """The deploy form of this network (see :func:`reparameterize`)."""
