@@ -2,24 +2,43 @@
 
 Usage: PYTHONPATH=src python benchmarks/make_benchmarks_md.py [--runs 5] [--warmup 2]
        [--threads 2] [--device cpu] [--models all] [--out docs/benchmarks.md]
+       [--after after.json] [--before before.json --before-label "main at 4154c50"]
+       [--note "load average 0.3"]
 
 Runs the ``lightsr bench`` engine (robust protocol, each network in its own process) for every
 registered network at ×4 on a 256×256 input and writes one Markdown table with the machine
 it ran on. Complexity columns do not depend on the machine; latency and memory do.
+
+``--after`` renders saved rows (``lightsr bench --json`` output) instead of measuring, for
+numbers taken while the machine was quiet. ``--before`` adds a before/after table against
+rows measured the same way with an earlier version, together with the ratio to the
+official code's figures in :data:`OFFICIAL`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from lightsr.bench import BenchRow, BenchSettings, machine_info, run_bench, select_models
 
 SCALE = 4
 SIZE = (256, 256)
+# The official code (eager PyTorch, CPU, fp32, 2 threads, LR 256x256 -> x4, median of 5):
+# latency in seconds and peak RSS increase in MiB, as measured by the author of issue 8 on
+# this machine class.
+OFFICIAL = {
+    "ditn_real": (2.19, 454.0),
+    "fmen_s": (0.40, 110.0),
+    "emt": (9.04, 610.0),
+    "esc": (19.8, 2.27 * 1024),
+    "esc_light": (7.2, 2.19 * 1024),
+}
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -31,11 +50,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file to write")
+    parser.add_argument("--after", type=Path, help="render these saved rows, do not measure")
+    parser.add_argument("--before", type=Path, help="rows of an earlier version to compare")
+    parser.add_argument("--before-label", default="before", help="what --before measured")
+    parser.add_argument(
+        "--official-here",
+        type=Path,
+        help="JSON {variant: {median_s, peak_mib}}: the official code measured alongside",
+    )
+    parser.add_argument("--note", default="", help="a line about the run (machine load)")
     return parser.parse_args(argv)
 
 
-def render(rows: Sequence[BenchRow], settings: BenchSettings, info: dict[str, str]) -> str:
-    """The Markdown page for ``rows`` measured with ``settings`` on machine ``info``."""
+def load_rows(path: Path) -> list[BenchRow]:
+    """Rows saved by ``lightsr bench --json``."""
+    return [BenchRow.from_dict(item) for item in json.loads(path.read_text())]
+
+
+def render(
+    rows: Sequence[BenchRow],
+    settings: BenchSettings,
+    info: dict[str, str],
+    before: Sequence[BenchRow] = (),
+    before_label: str = "before",
+    note: str = "",
+    official_here: dict[str, dict[str, float]] | None = None,
+) -> str:
+    """The Markdown page for ``rows`` measured with ``settings`` on machine ``info``, with a
+    before/after comparison when ``before`` rows are given."""
     date = datetime.date.today().isoformat()
     memory = (
         "`torch.cuda.max_memory_allocated` (weights and input included)"
@@ -66,17 +108,81 @@ def render(rows: Sequence[BenchRow], settings: BenchSettings, info: dict[str, st
         "* **MACs**: multiply-accumulates of all convolutions and matrix products, attention "
         "included (`torch.utils.flop_counter.FlopCounterMode` / 2, with the CPU "
         "`scaled_dot_product_attention` kernel counted); **FLOPs** = 2 x MACs. Many papers "
-        "call MACs \"FLOPs\"; compare with the MACs column.",
+        'call MACs "FLOPs"; compare with the MACs column.',
         "* **activations** (sum of the output elements of every `Conv2d` call) and **convs** "
         "(number of `Conv2d` layers) follow the NTIRE efficient-SR challenge definitions.",
         f"* **peak memory**: {memory}.",
+        *([f"* {note}"] if note else []),
         "",
+        *(comparison(rows, before, before_label) if before else []),
+        *(official_alongside(rows, official_here) if official_here else []),
         "## Machine",
         "",
         *(f"* {key}: {value}" for key, value in info.items()),
         "",
     ]
     return "\n".join(lines)
+
+
+def comparison(
+    rows: Sequence[BenchRow], before: Sequence[BenchRow], before_label: str
+) -> list[str]:
+    """Markdown lines of the before/after table and the ratios to :data:`OFFICIAL`."""
+    earlier = {row.variant: row for row in before if not row.error}
+    lines = [
+        "## Before and after, and the official code",
+        "",
+        f"*before*: {before_label}; *after*: this version (fast inference path); both measured "
+        "as above. *official*: the official code of each network, eager PyTorch, CPU, fp32, "
+        "2 threads, LR 256x256 -> x4, median of 5 runs, peak RSS increase, as measured by the "
+        "author of issue 8 on this machine class (the official code is not part of lightsr). "
+        "Ratios are after / official; the goal is at most 0.5 for both.",
+        "",
+        "| network | latency before (s) | latency after (s) | official (s) | ratio "
+        "| memory before (MiB) | memory after (MiB) | official (MiB) | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.error or row.variant not in OFFICIAL:
+            continue
+        old = earlier.get(row.variant)
+        official_s, official_mib = OFFICIAL[row.variant]
+        old_s = f"{old.latency_s:.3f}" if old else "-"
+        old_mib = f"{old.peak_memory_mib:.0f}" if old else "-"
+        lines.append(
+            f"| {row.variant} | {old_s} | {row.latency_s:.3f} | {official_s:.2f} "
+            f"| {row.latency_s / official_s:.2f} | {old_mib} | {row.peak_memory_mib:.0f} "
+            f"| {official_mib:.0f} | {row.peak_memory_mib / official_mib:.2f} |"
+        )
+    return [*lines, ""]
+
+
+def official_alongside(
+    rows: Sequence[BenchRow], official: dict[str, dict[str, float]]
+) -> list[str]:
+    """Markdown lines comparing ``rows`` with the official code measured in the same run."""
+    lines = [
+        "## The official code measured alongside",
+        "",
+        "The official module of each network listed (from its authors' repository, kept "
+        "outside lightsr), run through this package's robust protocol (`lightsr.bench`'s "
+        "`MemoryProbe` and `_run_protocol`: priming at 32x32, warm-up, timed runs, peak RSS "
+        "rise over the RSS after priming), in a fresh process with 2 threads, alternating "
+        "with the `after` runs so that both saw the same machine load.",
+        "",
+        "| network | lightsr (s) | official (s) | ratio | lightsr (MiB) | official (MiB) | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        theirs = official.get(row.variant)
+        if row.error or theirs is None:
+            continue
+        lines.append(
+            f"| {row.variant} | {row.latency_s:.3f} | {theirs['median_s']:.3f} "
+            f"| {row.latency_s / theirs['median_s']:.2f} | {row.peak_memory_mib:.0f} "
+            f"| {theirs['peak_mib']:.0f} | {row.peak_memory_mib / theirs['peak_mib']:.2f} |"
+        )
+    return [*lines, ""]
 
 
 def _table_line(row: BenchRow) -> str:
@@ -108,9 +214,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = row.error or f"{row.latency_median_s * 1000:.1f} ms"
         print(f"{row.variant}: {status}", file=sys.stderr)
 
-    rows = run_bench(select_models(args.models, SCALE), settings, on_row=progress)
+    if args.after:
+        rows = load_rows(args.after)
+        first = rows[0]
+        settings = replace(settings, runs=first.runs, threads=first.threads)
+    else:
+        rows = run_bench(select_models(args.models, SCALE), settings, on_row=progress)
+    before = load_rows(args.before) if args.before else ()
+    official = json.loads(args.official_here.read_text()) if args.official_here else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(rows, settings, machine_info(args.device)))
+    page = render(
+        rows, settings, machine_info(args.device), before, args.before_label, args.note, official
+    )
+    args.out.write_text(page)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

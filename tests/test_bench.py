@@ -212,6 +212,7 @@ def test_cpu_memory_probe_sees_an_allocation_after_start():
         ({"backend": "onnxruntime", "precision": "bf16"}, "bf16"),
         ({"runs": 0}, "runs"),
         ({"device": "tpu"}, "device"),
+        ({"backend": "onnxruntime", "compile": True}, "--compile"),
     ],
 )
 def test_invalid_settings_are_usage_errors(changes, message):

@@ -25,6 +25,13 @@ Speed and memory, by protocol:
 * ``ntire``: the NTIRE efficient-SR challenge procedure, for comparison with its tables:
   fp32, no warm-up, one timed forward per image over ``runs`` different images, averaged.
 
+The torch backend runs each network's fast inference path (gradients off, in its
+:func:`~lightsr.archs.blocks.to_inference_layout` layout). With ``compile``, the network goes
+through ``torch.compile`` (default mode) first; its first forward at the benchmark size,
+which compiles it, is reported as ``compile_s`` and replaces the small priming forward.
+That full-size forward runs before the memory probe starts, so the allocator may already
+hold some of the memory the timed forwards need: peak memory under ``compile`` can read low.
+
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (weights and input included, as
 the papers report it). On the CPU it is the rise of the process's resident memory (peak RSS)
 during the warm-up and timed forwards over the resident memory after the model and inputs
@@ -57,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightsr.archs.blocks import faithful_path, to_inference_layout
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
 from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
@@ -90,6 +98,7 @@ class BenchSettings:
         runs: timed forwards (robust) or images (ntire).
         warmup: untimed forwards before timing (robust only).
         threads: torch / ONNX Runtime intra-op threads.
+        compile: run the torch backend through ``torch.compile`` (see the module docstring).
     """
 
     scale: int = 4
@@ -101,6 +110,7 @@ class BenchSettings:
     runs: int = 10
     warmup: int = 3
     threads: int = 2
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise :class:`UsageError` for invalid values or combinations."""
@@ -117,6 +127,8 @@ class BenchSettings:
             raise UsageError(f"input size must be two positive sides, got {self.size}")
         if self.protocol == "ntire" and self.precision != "fp32":
             raise UsageError("--protocol ntire measures in fp32 (the challenge procedure)")
+        if self.compile and self.backend != "torch":
+            raise UsageError("--compile applies to the torch backend only")
         if self.backend == "onnxruntime" and self.device != "cpu":
             raise UsageError("the onnxruntime backend runs on the CPU only")
         if self.backend == "onnxruntime" and self.precision == "bf16":
@@ -199,6 +211,8 @@ class BenchRow:
     latency_max_s: float | None = None
     peak_memory_mib: float | None = None
     memory_metric: str = ""
+    compiled: bool = False
+    compile_s: float | None = None
     error: str | None = None
 
     @property
@@ -290,7 +304,9 @@ def _count_forward(module: nn.Module, x: torch.Tensor) -> Complexity:
     handles = [conv.register_forward_hook(add_activations) for conv in convs]
     handles += [m.register_forward_pre_hook(add_reference_macs) for m in emulated]
     try:
-        with torch.inference_mode(), flop_counter() as counter:
+        # The faithful path: counts describe the network, not this package's fast path
+        # (which, e.g., recomputes FMEN's long skip and runs EMT's shifts as convs).
+        with torch.inference_mode(), faithful_path(), flop_counter() as counter:
             module(x)
     finally:
         for handle in handles:
@@ -395,7 +411,9 @@ def _torch_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) ->
     """
     device = torch.device(settings.device)
     dtype = PRECISIONS[settings.precision]
-    module = module.to(device=device, dtype=dtype).eval()
+    module = to_inference_layout(module.to(device=device, dtype=dtype).eval())
+    if settings.compile:
+        module = torch.compile(module)
 
     def make_input(height: int, width: int) -> torch.Tensor:
         x = torch.rand(1, 3, height, width) * spec.input_range
@@ -463,7 +481,8 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
     runner = make_runner(built if settings.backend == "onnxruntime" else module, spec, settings)
     probe = MemoryProbe(torch.device(settings.device))
     with torch.inference_mode():
-        times = _run_protocol(runner, spec, settings, probe)
+        compile_s = _compile(runner, settings) if settings.compile else None
+        times = _run_protocol(runner, spec, settings, probe, primed=settings.compile)
     peak = probe.peak_mib()
     # Counted last: a forward before timing would warm up the ntire protocol's cold start.
     height, width = (_padded_side(side, spec) for side in settings.size)
@@ -492,6 +511,8 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
         latency_max_s=max(times),
         peak_memory_mib=peak,
         memory_metric=probe.metric,
+        compiled=settings.compile,
+        compile_s=compile_s,
     )
 
 
@@ -505,13 +526,24 @@ def _checked_spec(variant: str, settings: BenchSettings) -> ArchSpec:
     return spec
 
 
+def _compile(runner: Runner, settings: BenchSettings) -> float:
+    """Seconds of the first forward of a compiled network at the benchmark size,
+    which is when it compiles (the input size is fixed, so it compiles once)."""
+    return _timed(runner.forward, runner.make_input(*settings.size))
+
+
 def _run_protocol(
-    runner: Runner, spec: ArchSpec, settings: BenchSettings, probe: MemoryProbe
+    runner: Runner,
+    spec: ArchSpec,
+    settings: BenchSettings,
+    probe: MemoryProbe,
+    primed: bool = False,
 ) -> list[float]:
     """Run the protocol's forwards; return the timed ones' durations in seconds.
 
     The memory probe starts after the inputs exist (and, robust, after priming), so it
-    sees the forwards only.
+    sees the forwards only. ``primed``: the network already ran (compiled) at full size,
+    so the robust protocol skips its small priming forward.
     """
     height, width = settings.size
     if settings.protocol == "ntire":
@@ -522,7 +554,7 @@ def _run_protocol(
     # network's memory or speed. An input no larger than the priming one is not primed:
     # the allocator would keep that forward's memory and hide it from the probe.
     prime_side = max(PRIME_SIDE, spec.min_size)
-    if height > prime_side or width > prime_side:
+    if not primed and (height > prime_side or width > prime_side):
         runner.forward(runner.make_input(min(height, prime_side), min(width, prime_side)))
     x = runner.make_input(height, width)
     probe.start()

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lightsr.archs.blocks import to_inference_layout
+from lightsr.deploy import deploy_module
 from lightsr.errors import ImageError, UsageError
 from lightsr.models import SRModel
 
@@ -105,9 +107,15 @@ def resolve_precision(name: str) -> torch.dtype:
 
 
 def prepare_model(model: SRModel, device: str | torch.device, precision: str) -> SRModel:
-    """Move ``model`` (in place) to ``device`` and ``precision``, in eval mode; return it."""
+    """Make ``model`` (in place) ready for inference on ``device`` in ``precision``; return it.
+
+    The network is re-parameterised to its deploy form when it has one (exactly equal
+    outputs), put in eval mode and given the parameter layout of its fast inference path
+    (:func:`lightsr.archs.blocks.to_inference_layout`).
+    """
+    model.module = deploy_module(model.module)
     model.to(device=resolve_device(device), dtype=resolve_precision(precision))
-    model.module.eval()
+    to_inference_layout(model.module)
     return model
 
 

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import lightsr
-from lightsr.archs.emt import one_hot_shift_mask, shift_channel_groups
+from lightsr.archs.emt import (
+    copy_rolled,
+    one_hot_shift_mask,
+    shift_channel_groups,
+    shift_channel_groups_fast,
+)
 from lightsr.checkpoint import read_state_dict
 from lightsr.errors import CheckpointError
 from tests.conftest import shared_file
@@ -49,6 +54,26 @@ def test_shift_equals_official_one_hot_depthwise_conv(interleaved, pad_mode):
     mask = one_hot_shift_mask(20, interleaved)
     reference = F.conv2d(F.pad(x, (1, 1, 1, 1), mode=pad_mode), mask, groups=20)
     assert torch.equal(shift_channel_groups(x, interleaved, pad_mode), reference)
+
+
+@pytest.mark.parametrize("interleaved, pad_mode", [(False, "constant"), (True, "circular")])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_shift_is_bit_exact(interleaved, pad_mode, channels_last):
+    x = torch.randn(2, 20, 7, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mask = one_hot_shift_mask(20, interleaved)
+    fast = shift_channel_groups_fast(x, mask, interleaved, circular=pad_mode == "circular")
+    assert torch.equal(fast, shift_channel_groups(x, interleaved, pad_mode))
+
+
+@pytest.mark.parametrize("offset", [(3, 5), (-3, -5), (0, 0), (10, 12)])
+def test_copy_rolled_is_a_cropped_roll(offset):
+    src = torch.randn(2, 3, 10, 12)
+    dst = torch.empty(2, 3, 8, 9)
+    copy_rolled(dst, src, offset)
+    expected = torch.roll(src, (-offset[0], -offset[1]), dims=(2, 3))[..., :8, :9]
+    assert torch.equal(dst, expected)
 
 
 def test_masks_in_checkpoint_are_the_expected_pattern():

@@ -5,6 +5,9 @@ Anything used by more than one network lives here, so architectures never copy e
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,10 +25,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+# Input rows per band of the fast path's upsampler (see PixelShuffleUpsampler).
+UPSAMPLE_BAND_ROWS = 32
+
+
 class PixelShuffleUpsampler(nn.Sequential):
     """conv3x3(dim → out·s²) followed by PixelShuffle(s): the common one-step upsampler.
 
-    Its first conv is ``<name>.0`` in state dicts, matching the official networks.
+    Its first conv is ``<name>.0`` in state dicts, matching the official networks. On the
+    fast path (gradients off) it runs in bands of input rows, each with one row of context
+    on either side, written straight into the output image: the s²-channel map before the
+    shuffle, as large as the output, then never exists in full.
     """
 
     def __init__(self, dim: int, scale: int, out_channels: int = 3, bias: bool = True) -> None:
@@ -33,3 +43,115 @@ class PixelShuffleUpsampler(nn.Sequential):
             nn.Conv2d(dim, out_channels * scale * scale, 3, 1, 1, bias=bias),
             nn.PixelShuffle(scale),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height = x.shape[-2]
+        if not fast_path() or height <= UPSAMPLE_BAND_ROWS:
+            return super().forward(x)
+        conv, shuffle = self
+        scale = shuffle.upscale_factor
+        n, _, _, width = x.shape
+        layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
+        out = torch.empty(
+            n,
+            conv.out_channels // scale**2,
+            height * scale,
+            width * scale,
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=layout,
+        )
+        for start in range(0, height, UPSAMPLE_BAND_ROWS):
+            end = min(start + UPSAMPLE_BAND_ROWS, height)
+            top, bottom = max(start - 1, 0), min(end + 1, height)
+            band = conv(x[:, :, top:bottom])[:, :, start - top : end - top]
+            out[:, :, start * scale : end * scale] = shuffle(band)
+        return out
+
+
+# ----------------------------------------------------------------------------- fast path
+#
+# Every network has two forward paths with equal outputs (to float rounding):
+#
+# * the *faithful* path, written to follow the official code and used whenever autograd
+#   records (training) or a graph is traced for export;
+# * the *fast* path, taken when gradients are off: in-place activations and residual adds
+#   into freshly computed tensors, folded affine layers, chunked transients. It never
+#   writes into a tensor the caller passed in.
+#
+# ``to_inference_layout`` adds the module-level half: channels_last parameters for networks
+# whose convolutions are faster in that layout (oneDNN's NHWC depthwise and 1×1 kernels).
+
+_FAITHFUL_ONLY = False
+
+
+@contextlib.contextmanager
+def faithful_path() -> Iterator[None]:
+    """Run forwards on the faithful path even with gradients off (tests, debugging)."""
+    global _FAITHFUL_ONLY
+    previous, _FAITHFUL_ONLY = _FAITHFUL_ONLY, True
+    try:
+        yield
+    finally:
+        _FAITHFUL_ONLY = previous
+
+
+def fast_path() -> bool:
+    """Whether a forward may take the fast inference path now.
+
+    True when no gradient is recorded (``torch.no_grad``/``torch.inference_mode``), outside
+    :func:`faithful_path`, and not while ``torch.jit`` traces or ``torch.export`` exports
+    (exported graphs keep the faithful, functional form). ``torch.compile`` may take it.
+    """
+    if _FAITHFUL_ONLY or torch.is_grad_enabled() or torch.jit.is_tracing():
+        return False
+    return not torch.compiler.is_exporting()
+
+
+def to_inference_layout(module: nn.Module) -> nn.Module:
+    """Give ``module`` (in place) the parameter layout its fast path prefers; return it.
+
+    A network class that sets ``prefers_channels_last = True`` gets channels_last 4-D
+    parameters, so every convolution runs in NHWC whatever layout its input has. Values,
+    names and shapes of the parameters do not change (checkpoints save them contiguous).
+    """
+    if getattr(module, "prefers_channels_last", False):
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm in eval mode as ``x * scale + shift`` (from its running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def fold_batchnorm_after(
+    conv: nn.Conv2d, norm: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the single conv equal to ``norm(conv(x))`` in eval mode."""
+    scale, shift = bn_scale_shift(norm)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return weight, bias
+
+
+class FoldedCache:
+    """Tensors derived from parameters (folded weights), rebuilt when those change.
+
+    The key holds each source tensor's version counter, storage, device and dtype, so
+    optimiser steps, ``load_state_dict`` and ``.to()`` all invalidate the cached value.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: object = None
+
+    def get(self, sources: Sequence[torch.Tensor], build: Callable[[], object]) -> object:
+        """The value of ``build()``, reused while ``sources`` are unchanged."""
+        if torch.compiler.is_compiling() or any(t.is_inference() for t in sources):
+            return build()  # a traced graph computes it; inference tensors have no version
+        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in sources)
+        if self._key != key:
+            self._key, self._value = key, build()
+        return self._value

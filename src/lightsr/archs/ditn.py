@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler, pad_to_multiple
+from lightsr.archs.blocks import FoldedCache, PixelShuffleUpsampler, fast_path, pad_to_multiple
 from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
 
 
@@ -73,6 +73,12 @@ LAYER_NORM = NormKind("norm", ChannelLayerNorm)
 NORMS = {"tanh_conv": TANH_CONV, "layer_norm": LAYER_NORM}
 
 
+# Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 64 rows of a
+# 256-pixel-wide map, whose 4×-wide hidden maps take 15 MiB. Narrower bands save little
+# more memory but multiply small ops, which costs when the CPU is shared.
+FFN_BAND_PIXELS = 64 * 256
+
+
 class GatedDConvFFN(nn.Module):
     """Gated depthwise-conv FFN: 1×1 → dw3×3 → gelu(a)·b → 1×1 (exact-erf GELU)."""
 
@@ -84,8 +90,40 @@ class GatedDConvFFN(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self._hidden_to_out(self.dwconv(self.project_in(x)))
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(gate) * value)
+
+    def add_to(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``x += self(norm(x))`` in place (gradients off; ``x`` must be the caller's own).
+
+        A large single map goes through in bands of rows, so the normed input and the
+        4×-wide hidden maps exist one band at a time. Each band is computed with one extra
+        row on each side for the depthwise conv, which makes it exactly the whole-map
+        result, and is added only after the next band has read its last row.
+        """
+        height, width = x.shape[-2:]
+        band = max(1, FFN_BAND_PIXELS // width)
+        if x.shape[0] > 1 or height <= band:
+            return x.add_(self(norm(x)))
+        pending = None
+        for start in range(0, height, band):
+            end = min(start + band, height)
+            top, bottom = max(start - 1, 0), min(end + 1, height)
+            hidden = self.dwconv(self.project_in(norm(x[:, :, top:bottom])))
+            out = self._hidden_to_out(hidden[:, :, start - top : end - top])
+            hidden = None
+            if pending is not None:
+                x[:, :, pending[0]].add_(pending[1])
+            pending = (slice(start, end), out)
+        x[:, :, pending[0]].add_(pending[1])
+        return x
+
+    def _hidden_to_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate, value = hidden.chunk(2, dim=1)
+        gate = F.gelu(gate)
+        return self.project_out(gate.mul_(value))
 
 
 class ISA(nn.Module):
@@ -106,10 +144,24 @@ class ISA(nn.Module):
         # The per-token Linear is a 1×1 conv on the (N,C,p,p) patch; no transposes needed.
         weight = self.qkv.weight[:, :, None, None]
         q, k, v = F.conv2d(x, weight, self.qkv.bias).flatten(2).chunk(3, dim=1)  # (N,C,p²)
+        if fast_path():
+            return self.project_out(self._attend_fast(q, k, v).view_as(x))
         q = F.normalize(q, dim=-1) * self.temperature
         k = F.normalize(k, dim=-1)
         out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
         return self.project_out(out.view_as(x))
+
+    def _attend_fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention as two batched matrix products, with the softmax in place.
+
+        The C×C score matrices are tiny, so the fused kernel gains nothing here; computing
+        the output transposed, (N, p², C), gives a channels_last map for ``project_out``.
+        """
+        q = F.normalize(q, dim=-1).mul_(self.temperature)
+        scores = torch.bmm(q, F.normalize(k, dim=-1).transpose(1, 2))  # (N, C, C)
+        attention = scores.softmax(dim=-1)
+        out = torch.bmm(v.transpose(1, 2), attention.transpose(1, 2))  # (N, p², C)
+        return out.transpose(1, 2)
 
 
 class SDA(nn.Module):
@@ -129,10 +181,30 @@ class SDA(nn.Module):
         )
         self.proj_first = nn.Sequential(nn.Conv2d(dim, dim * 2, 1))
         self.proj_last = nn.Sequential(nn.Conv2d(dim, dim, 1))
+        self._folded = FoldedCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self._forward_fast(x)
         attention, value = self.proj_first(x).chunk(2, dim=1)
         return self.proj_last(value * self.DConvs(attention)) * self.scale
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradients off: ``proj_first`` as two convs (dense halves, one freed early), the
+        product in place and ``scale`` folded into ``proj_last``."""
+        first = self.proj_first[0]
+        dim = first.out_channels // 2
+        attention = self.DConvs(F.conv2d(x, first.weight[:dim], first.bias[:dim]))
+        attention.mul_(F.conv2d(x, first.weight[dim:], first.bias[dim:]))
+        weight, bias = self._folded.get(
+            (self.proj_last[0].weight, self.proj_last[0].bias, self.scale), self._scaled_last
+        )
+        return F.conv2d(attention, weight, bias)
+
+    def _scaled_last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.scale.view(-1)
+        last = self.proj_last[0]
+        return last.weight * scale.view(-1, 1, 1, 1), last.bias * scale
 
 
 class PreNormLayer(nn.Module):
@@ -161,9 +233,18 @@ class PreNormLayer(nn.Module):
         self.ffn = GatedDConvFFN(dim, ffn_expansion, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self.update_(x.clone(memory_format=torch.channels_last))
         norm1, norm2 = (getattr(self, name) for name in self.norm_names)
         x = x + getattr(self, self.mixer_name)(norm1(x))
         return x + self.ffn(norm2(x))
+
+    def update_(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer applied to ``x`` in place (gradients off; ``x`` must be the caller's
+        own): no map is allocated for either residual sum."""
+        norm1, norm2 = (getattr(self, name) for name in self.norm_names)
+        x.add_(getattr(self, self.mixer_name)(norm1(x)))
+        return self.ffn.add_to(x, norm2)
 
 
 class ITL(PreNormLayer):
@@ -180,19 +261,35 @@ class SAL(PreNormLayer):
         super().__init__(dim, "SDA", SDA(dim), norm, ffn_expansion, bias)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
 def unfold_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B,C,H,W) → (B·H/p·W/p, C, p, p), patches in row-major order."""
+    """(B,C,H,W) → (B·H/p·W/p, C, p, p), patches in row-major order.
+
+    A channels_last map gives channels_last patches (no layout change on the way).
+    """
     b, c, h, w = x.shape
-    x = x.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(-1, c, patch, patch)
+    x = x.view(b, c, h // patch, patch, w // patch, patch)
+    if _channels_last(x):
+        return x.permute(0, 2, 4, 3, 5, 1).reshape(-1, patch, patch, c).permute(0, 3, 1, 2)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(-1, c, patch, patch)
 
 
 def fold_patches(patches: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`unfold_patches` for a map shaped like ``like``."""
+    """Inverse of :func:`unfold_patches` for a map shaped like ``like`` (same layout rule)."""
     b, c, h, w = like.shape
     patch = patches.shape[-1]
+    if _channels_last(patches):
+        x = patches.permute(0, 2, 3, 1).reshape(b, h // patch, w // patch, patch, patch, c)
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c).permute(0, 3, 1, 2)
     x = patches.view(b, h // patch, w // patch, c, patch, patch).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(b, c, h, w)
+
+
+# Pixels per band of patch rows in the fast path's ITLs (see UFONE._forward_fast).
+ITL_BAND_PIXELS = 128 * 256
 
 
 class UFONE(nn.Module):
@@ -227,8 +324,31 @@ class UFONE(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, padding=1) if end_conv else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self._forward_fast(x)
         local = self.ITLs(unfold_patches(x, self.patch_size))
         return self.conv(self.SALs(fold_patches(local, x)))
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradients off: the ITLs see one band of patch rows at a time (patches never
+        interact there), so only a band's attention and FFN maps exist at once."""
+        patch = self.patch_size
+        band = max(1, ITL_BAND_PIXELS // (x.shape[-1] * patch)) * patch
+        local = torch.empty_like(x, memory_format=torch.channels_last)
+        for start in range(0, x.shape[-2], band):
+            rows = slice(start, start + band)
+            patches = unfold_patches(x[:, :, rows], patch)
+            if patches.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                # One patch row in channels_last unfolds as a view: the layers must not
+                # write into ``x``.
+                patches = patches.clone(memory_format=torch.channels_last)
+            for layer in self.ITLs:
+                layer.update_(patches)
+            local[:, :, rows] = fold_patches(patches, local[:, :, rows])
+        patches = None
+        for layer in self.SALs:
+            layer.update_(local)
+        return self.conv(local)
 
 
 class DITN(nn.Module):
@@ -285,11 +405,17 @@ class DITN(nn.Module):
         self.conv_after_body = nn.Conv2d(dim, dim, 3, padding=1)
         self.upsample = PixelShuffleUpsampler(dim, scale, in_channels)
 
+    # oneDNN's NHWC depthwise and 1×1 convolutions are faster here (see
+    # lightsr.archs.blocks.to_inference_layout).
+    prefers_channels_last = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         shallow = self.sft(pad_to_multiple(x, self.patch_size))
         deep = self.conv_after_body(self.UFONE(shallow))
-        return self.upsample(deep + shallow)[..., : h * self.scale, : w * self.scale]
+        deep = deep.add_(shallow) if fast_path() else deep + shallow
+        shallow = None  # the upsampler's output is the largest map; free this one first
+        return self.upsample(deep)[..., : h * self.scale, : w * self.scale]
 
 
 DITN_REAL_CONFIG = {

@@ -11,7 +11,10 @@ followed by an MLP whose 1×1 convs see a one-pixel shift of the input channels.
 The official code applies those fixed one-pixel shifts as depthwise 3×3 convs with one-hot
 ``mask`` kernels. Here the shifts are pad-and-slice copies (same result, no multiply-adds);
 the masks stay in the state dict as buffers so checkpoints round-trip, and loading verifies
-that they hold the expected one-hot pattern.
+that they hold the expected one-hot pattern. The fast inference path (gradients off, see
+:mod:`lightsr.archs.blocks`) does use them as convs again: on channels_last maps one
+depthwise conv is faster than five strided channel-group copies, and still bit-exact.
+It also folds the attention BatchNorm into the qv conv and adds residuals in place.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler
+from lightsr.archs.blocks import (
+    FoldedCache,
+    PixelShuffleUpsampler,
+    fast_path,
+    fold_batchnorm_after,
+)
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
@@ -95,6 +103,57 @@ def shift_conv_macs(x: torch.Tensor) -> int:
     return x.numel() * 9
 
 
+def shift_channel_groups_fast(
+    x: torch.Tensor, mask: torch.Tensor, interleaved: bool, circular: bool
+) -> torch.Tensor:
+    """:func:`shift_channel_groups` as the official one-hot depthwise conv (``mask``).
+
+    Bit-exact for finite inputs (one product by 1, the rest by 0), and on channels_last
+    maps a single vectorised pass, where slicing out channel groups is not. Circular
+    padding: the conv pads with zeros and the wrapped border lines are copied in after.
+    """
+    channels = x.shape[1]
+    out = F.conv2d(x, mask.to(x.dtype), padding=1, groups=channels)
+    if not circular:
+        return out
+    n, _, h, w = x.shape
+    group_dim = 2 if interleaved else 1
+    grouped_shape = (n, channels // 5, 5) if interleaved else (n, 5, channels // 5)
+    groups_in, groups_out = x.view(*grouped_shape, h, w), out.view(*grouped_shape, h, w)
+    for k, (dy, dx) in enumerate(SHIFT_OFFSETS):
+        src, dst = groups_in.select(group_dim, k), groups_out.select(group_dim, k)
+        if dy:
+            edge = h - 1 if dy > 0 else 0
+            dst[..., edge : edge + 1, :] = src[..., h - 1 - edge : h - edge, :]
+        if dx:
+            edge = w - 1 if dx > 0 else 0
+            dst[..., :, edge : edge + 1] = src[..., :, w - 1 - edge : w - edge]
+    return out
+
+
+def copy_rolled(dst: torch.Tensor, src: torch.Tensor, offset: tuple[int, int]) -> None:
+    """``dst[..., i, j] = src[..., (i + dy) % H, (j + dx) % W]`` for (dy, dx) = ``offset``.
+
+    ``torch.roll(src, (-dy, -dx))`` cropped to ``dst``'s size (at most ``src``'s), done as
+    at most four block copies straight into ``dst``.
+    """
+    row_blocks = _wrapped_blocks(dst.shape[-2], src.shape[-2], offset[0])
+    col_blocks = _wrapped_blocks(dst.shape[-1], src.shape[-1], offset[1])
+    for dst_rows, src_rows in row_blocks:
+        for dst_cols, src_cols in col_blocks:
+            dst[..., dst_rows, dst_cols] = src[..., src_rows, src_cols]
+
+
+def _wrapped_blocks(size: int, period: int, offset: int) -> list[tuple[slice, slice]]:
+    """(destination, source) index ranges of ``dst[i] = src[(i + offset) % period]``."""
+    start = offset % period
+    first = min(size, period - start)
+    blocks = [(slice(0, first), slice(start, start + first))]
+    if first < size:
+        blocks.append((slice(first, size), slice(0, size - first)))
+    return blocks
+
+
 def _register_shift_mask(module: nn.Module, channels: int, interleaved: bool) -> None:
     """Give ``module`` the official ``mask`` entry and check it whenever weights are loaded."""
     if channels % 5:
@@ -135,6 +194,8 @@ class ShiftConv1x1(nn.Conv2d):
         _register_shift_mask(self, in_channels, interleaved=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return super().forward(shift_channel_groups_fast(x, self.mask, False, circular=False))
         return super().forward(shift_channel_groups(x, interleaved=False, pad_mode="constant"))
 
     def reference_macs(self, x: torch.Tensor) -> int:
@@ -169,6 +230,11 @@ class TokenMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.token_mixer(x) - x)
 
+    def residual_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + self(x)`` with gradients off: the difference and the sum in place."""
+        shifted = shift_channel_groups_fast(x, self.token_mixer.mask, True, circular=True)
+        return self.norm(shifted.sub_(x)).add_(x)
+
 
 class Mlp(nn.Module):
     """ShiftConv1x1 → Swish (x·sigmoid(x)) → ShiftConv1x1."""
@@ -179,7 +245,8 @@ class Mlp(nn.Module):
         self.fc2 = ShiftConv1x1(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(x)))
+        hidden = self.fc1(x)
+        return self.fc2(F.silu(hidden, inplace=fast_path()))
 
 
 class StripedWindowAttention(nn.Module):
@@ -212,6 +279,7 @@ class StripedWindowAttention(nn.Module):
         self.shifts = [tuple(s) for s in shifts] if shifts else [(0, 0)] * len(windows)
         self.attn = nn.Sequential(nn.Conv2d(dim, 2 * dim, 1), nn.BatchNorm2d(2 * dim))
         self.proj = nn.Sequential(nn.Conv2d(dim, dim, 1))
+        self._folded = FoldedCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qv_slices = self.attn(x).chunk(len(self.windows), dim=1)
@@ -220,6 +288,61 @@ class StripedWindowAttention(nn.Module):
             for qv, window, shift in zip(qv_slices, self.windows, self.shifts, strict=True)
         ]
         return self.proj(torch.cat(outputs, dim=1))
+
+    def residual_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + self(x)`` with gradients off: the BatchNorm folded into the qv conv, each
+        slice's output written straight into the map ``proj`` reads, rolls done as block
+        copies, and the residual added in place."""
+        conv, norm = self.attn
+        weight, bias = self._folded.get(
+            (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var),
+            lambda: fold_batchnorm_after(conv, norm),
+        )
+        qv_slices = F.conv2d(x, weight, bias).chunk(len(self.windows), dim=1)
+        attended = torch.empty_like(x)
+        out_slices = attended.chunk(len(self.windows), dim=1)
+        for qv, out, window, shift in zip(
+            qv_slices, out_slices, self.windows, self.shifts, strict=True
+        ):
+            self._attend_slice_fast(qv, out, window, shift)
+        return self.proj(attended).add_(x)
+
+    def _attend_slice_fast(
+        self,
+        qv: torch.Tensor,
+        out: torch.Tensor,
+        window: tuple[int, int],
+        shift: tuple[int, int],
+    ) -> None:
+        """:meth:`_attend_slice` into ``out``, with at most one copy per layout change."""
+        n, channels, h, w = qv.shape
+        win_h, win_w = window
+        rows, cols = (h + win_h - 1) // win_h, (w + win_w - 1) // win_w
+        height, width = rows * win_h, cols * win_w
+        if (height, width) != (h, w):
+            qv = F.pad(qv, (0, width - w, 0, height - h), mode="reflect")
+        if shift != (0, 0):
+            rolled = torch.empty_like(qv)
+            copy_rolled(rolled, qv, (-shift[0], -shift[1]))
+            qv = rolled
+        heads, head_dim = self.num_heads, channels // (2 * self.num_heads)
+        tokens = (
+            qv.view(n, 2, heads, head_dim, rows, win_h, cols, win_w)
+            .permute(1, 0, 2, 4, 6, 5, 7, 3)
+            .reshape(2, n, heads * rows * cols, win_h * win_w, head_dim)
+        )
+        qv = None
+        q, v = tokens.unbind(0)
+        attended = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+        tokens = q = v = None
+        # (n, head, rows, cols, win_h, win_w, c) → channels_last (n, head·c, height, width)
+        attended = (
+            attended.view(n, heads, rows, cols, win_h, win_w, head_dim)
+            .permute(0, 2, 4, 3, 5, 1, 6)
+            .reshape(n, height, width, heads * head_dim)
+            .permute(0, 3, 1, 2)
+        )
+        copy_rolled(out, attended, shift)
 
     def _attend_slice(
         self, qv: torch.Tensor, window: tuple[int, int], shift: tuple[int, int]
@@ -277,6 +400,12 @@ class MixedTransformerBlock(nn.Module):
         self.mlp_list = nn.ModuleList(Mlp(dim, dim * mlp_ratio) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            # Every residual sum lands in a fresh branch output; ``x`` itself is never written.
+            for mixer, mlp in zip(self.sa_list, self.mlp_list, strict=True):
+                x = mixer.residual_fast(x)
+                x = mlp(x).add_(x)
+            return x
         for mixer, mlp in zip(self.sa_list, self.mlp_list, strict=True):
             x = x + mixer(x)
             x = x + mlp(x)
@@ -331,9 +460,16 @@ class EMT(nn.Module):
         )
         self.tail = PixelShuffleUpsampler(dim, scale, out_channels)
 
+    # oneDNN's NHWC 1×1 convolutions are faster here (see
+    # lightsr.archs.blocks.to_inference_layout).
+    prefers_channels_last = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(self.sub_mean(x))
-        features = self.body(features) + features
+        if fast_path():
+            features = self.body(features).add_(features)
+        else:
+            features = self.body(features) + features
         return self.add_mean(self.tail(features))
 
 

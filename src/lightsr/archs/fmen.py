@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler
+from lightsr.archs.blocks import PixelShuffleUpsampler, bn_scale_shift, fast_path
 from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
 
 NEGATIVE_SLOPE = 0.1
@@ -56,6 +56,10 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, NEGATIVE_SLOPE)
 
 
+def _lrelu_(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu_(x, NEGATIVE_SLOPE)
+
+
 def pad_with_values(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Pad ``x`` (N,C,H,W) by one pixel on every side, with channel c's border set to ``values[c]``.
 
@@ -64,12 +68,6 @@ def pad_with_values(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """
     border = F.pad(x.new_zeros(1, 1, *x.shape[-2:]), (1, 1, 1, 1), value=1.0)
     return F.pad(x, (1, 1, 1, 1)) + border * values.view(1, -1, 1, 1)
-
-
-def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """BatchNorm in eval mode as ``x * scale + shift`` (from its running statistics)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
 
 
 def _add_identity(weight: torch.Tensor) -> torch.Tensor:
@@ -138,7 +136,8 @@ class ERB(nn.Module):
         self.conv2 = RepConv(channels) if deploy else RRRB(channels, ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(_lrelu(self.conv1(x)))
+        hidden = self.conv1(x)
+        return self.conv2(_lrelu_(hidden) if fast_path() else _lrelu(hidden))
 
 
 class HFAB(nn.Module):
@@ -173,20 +172,48 @@ class HFAB(nn.Module):
         self.excitate = nn.Conv2d(mid_channels, channels, 3, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy and fast_path():
+            return self._forward_fast(x)
         if self.deploy:
             branch = _lrelu(self.convs(_lrelu(self.squeeze(x))))
             return torch.sigmoid(self.excitate(branch)) * x
-        branch = pad_with_values(self.bn1(x), _bn_scale_shift(self.bn1)[1])
+        branch = pad_with_values(self.bn1(x), bn_scale_shift(self.bn1)[1])
         branch = _lrelu(self.convs(_lrelu(self.squeeze(branch))))
-        branch = pad_with_values(self.bn2(branch), _bn_scale_shift(self.bn2)[1])
+        branch = pad_with_values(self.bn2(branch), bn_scale_shift(self.bn2)[1])
         return torch.sigmoid(self.bn3(self.excitate(branch))) * x
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Deploy-form forward with in-place activations and product (gradients off)."""
+        attention = self.excitate(self._branch_fast(x))
+        return attention.sigmoid_().mul_(x)
+
+    def _branch_fast(self, x: torch.Tensor) -> torch.Tensor:
+        branch = _lrelu_(self.squeeze(x))
+        for erb in self.convs:
+            branch = erb(branch)
+        return _lrelu_(branch)
+
+    def gate_(self, x: torch.Tensor, band_rows: int = 32) -> torch.Tensor:
+        """``x *= attention`` in place (deploy form, gradients off, ``x`` the caller's own).
+
+        The full-size attention map is never built: ``excitate`` runs on bands of rows of
+        the narrow branch, each with one row of context on either side.
+        """
+        branch = self._branch_fast(x)
+        height = x.shape[-2]
+        for start in range(0, height, band_rows):
+            end = min(start + band_rows, height)
+            top, bottom = max(start - 1, 0), min(end + 1, height)
+            attention = self.excitate(branch[:, :, top:bottom])[:, :, start - top : end - top]
+            x[:, :, start:end].mul_(attention.sigmoid_())
+        return x
 
     @torch.no_grad()
     def folded_convs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Weights and biases of ``squeeze`` and ``excitate`` with the BatchNorms merged."""
-        scale1, shift1 = _bn_scale_shift(self.bn1)
-        scale2, shift2 = _bn_scale_shift(self.bn2)
-        scale3, shift3 = _bn_scale_shift(self.bn3)
+        scale1, shift1 = bn_scale_shift(self.bn1)
+        scale2, shift2 = bn_scale_shift(self.bn2)
+        scale3, shift3 = bn_scale_shift(self.bn3)
         squeeze = _merge_bn_before(self.squeeze, scale1, shift1)
         w, b = _merge_bn_before(self.excitate, scale2, shift2)
         excitate = (w * scale3.view(-1, 1, 1, 1), b * scale3 + shift3)
@@ -258,12 +285,39 @@ class FMEN(nn.Module):
         self.lr_conv = nn.Conv2d(n_feats, n_feats, 3, padding=1)
         self.tail = PixelShuffleUpsampler(n_feats, scale, n_colors)
 
+    # oneDNN's NHWC convolutions are faster here (see lightsr.archs.blocks.to_inference_layout).
+    prefers_channels_last = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self._forward_fast(x)
         shallow = self.head(x)
         h = self.warmup(shallow)
         for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
             h = hfab(erb(h))
         return self.tail(self.lr_conv(h) + shallow)
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward with gradients off, holding at most two full-size maps at a time
+        (the deploy form's attention gates multiply in place, see :meth:`HFAB.gate_`).
+
+        Each map is dropped as soon as it is used up, and the long skip ``head(x)`` is
+        computed again at the end instead of being kept through the trunk (the same conv on
+        the same input, so the same values, for about 1% more compute).
+        """
+        conv, hfab = self.warmup
+        h = conv(self.head(x))  # not self.warmup(…): its argument would stay alive
+        h = hfab.gate_(h) if self.deploy else hfab(h)
+        for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
+            # Rebinding to None frees a map before the next conv allocates its output.
+            hidden = _lrelu_(erb.conv1(h))
+            h = None
+            h = erb.conv2(hidden)
+            hidden = None
+            h = hfab.gate_(h) if self.deploy else hfab(h)
+        out = self.lr_conv(h)
+        h = None
+        return self.tail(out.add_(self.head(x)))
 
     def reparameterize(self) -> FMEN:
         """The deploy form of this network (see :func:`reparameterize`)."""

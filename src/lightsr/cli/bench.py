@@ -28,6 +28,7 @@ Examples:
   lightsr bench --models all --input 320x180 --json > bench.json
   lightsr bench --device cuda --precision fp16 --plot bench.png
   lightsr bench --backend all --threads 4
+  lightsr bench --models fmen_s --compile    # torch.compile; compile time reported apart
 """
 
 
@@ -58,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=2, metavar="N", help="intra-op threads (default: 2)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each network first (torch backend); compile time reported apart",
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON list of rows")
     parser.add_argument("--plot", metavar="PNG", help="also draw PSNR-Y vs latency to PNG")
@@ -97,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             runs=args.runs,
             warmup=args.warmup,
             threads=args.threads,
+            compile=args.compile,
         )
         for backend in backends
     ]
@@ -162,11 +169,12 @@ def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
 
 def _table_cells(row: BenchRow) -> list[str]:
     name = row.variant + (" (deploy)" if row.form == "deploy" else "")
+    backend = f"{row.backend} (compiled in {row.compile_s:.0f} s)" if row.compiled else row.backend
     if row.error:
         return [name, row.backend, "[red]failed[/red]", *[""] * 7]
     return [
         name,
-        row.backend,
+        backend,
         f"{row.params:,}",
         f"{row.macs / 1e9:.2f}",
         f"{row.flops / 1e9:.2f}",

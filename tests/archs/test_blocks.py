@@ -1,0 +1,95 @@
+"""Shared blocks: fast-path switch, inference layout, folded-weight cache, BN folding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightsr.archs.blocks import (
+    FoldedCache,
+    bn_scale_shift,
+    faithful_path,
+    fast_path,
+    fold_batchnorm_after,
+    to_inference_layout,
+)
+
+
+def test_fast_path_only_without_gradients_and_outside_faithful_path():
+    assert not fast_path()
+    with torch.no_grad():
+        assert fast_path()
+        with faithful_path():
+            assert not fast_path()
+            with faithful_path():
+                assert not fast_path()
+            assert not fast_path()
+        assert fast_path()
+    with torch.inference_mode():
+        assert fast_path()
+
+
+def test_fast_path_is_off_while_tracing():
+    seen = []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen.append(fast_path())
+        return x + 1
+
+    with torch.no_grad():
+        torch.jit.trace(probe, torch.zeros(2), check_trace=False)
+    assert seen == [False]
+
+
+class _Prefers(nn.Module):
+    prefers_channels_last = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+
+def test_to_inference_layout_only_for_networks_that_ask():
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3))
+    assert to_inference_layout(plain)[0].weight.is_contiguous()
+    module = _Prefers()
+    before = module.conv.weight.detach().clone()
+    assert to_inference_layout(module) is module
+    assert module.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(module.conv.weight, before)
+
+
+def test_folded_cache_rebuilds_when_a_source_changes():
+    weight = nn.Parameter(torch.ones(3))
+    cache, builds = FoldedCache(), []
+
+    def build() -> torch.Tensor:
+        builds.append(1)
+        return weight.detach() * 2
+
+    with torch.no_grad():
+        first = cache.get((weight,), build)
+        assert cache.get((weight,), build) is first and len(builds) == 1
+        weight.add_(1)  # an optimiser step bumps the version counter
+        assert torch.equal(cache.get((weight,), build), torch.full((3,), 4.0))
+    assert len(builds) == 2
+
+
+def test_fold_batchnorm_after_equals_conv_then_norm():
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    norm.eval()
+    x = torch.randn(2, 4, 5, 5)
+    weight, bias = fold_batchnorm_after(conv, norm)
+    with torch.no_grad():
+        expected = norm(conv(x))
+        assert torch.allclose(nn.functional.conv2d(x, weight, bias), expected, atol=1e-5)
+        y = torch.randn(2, 6, 5, 5)
+        scale, shift = bn_scale_shift(norm)
+        affine = y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        assert torch.allclose(norm(y), affine, atol=1e-6)
