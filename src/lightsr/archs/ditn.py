@@ -108,7 +108,8 @@ class ISA(nn.Module):
         q, k, v = F.conv2d(x, weight, self.qkv.bias).flatten(2).chunk(3, dim=1)  # (N,C,p²)
         q = F.normalize(q, dim=-1) * self.temperature
         k = F.normalize(k, dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        # One head as an explicit axis: ONNX's attention conversion needs 4-D inputs.
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return self.project_out(out.view_as(x))
 
 
