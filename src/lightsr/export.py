@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightsr import __version__
@@ -410,7 +411,7 @@ def verify_onnx(
     half: bool = False,
     threads: int | None = None,
 ) -> dict[str, float]:
-    """Compare ONNX Runtime with torch (fp32, eager) on random [0, 1] inputs.
+    """Compare ONNX Runtime with torch (fp32, eager) on image-like inputs (:func:`sample_image`).
 
     Returns:
         ``"HxW"`` → max abs difference of the [0, 1] outputs.
@@ -425,18 +426,30 @@ def verify_onnx(
     generator = torch.Generator().manual_seed(0)
     diffs = {}
     for height, width in sizes:
-        x = torch.rand(1, 3, height, width, generator=generator)
+        x = sample_image(height, width, generator)
         with torch.inference_mode():
             expected = reference.forward(x).numpy()
         diffs[f"{height}x{width}"] = float(np.abs(runtime.run(x.numpy()) - expected).max())
     tolerance = TOLERANCE[half]
-    worst = max(diffs, key=diffs.get)
-    if diffs[worst] > tolerance:
+    worst = max(diffs, key=diffs.get, default=None)
+    if worst is not None and diffs[worst] > tolerance:
         raise ExportError(
             f"ONNX Runtime differs from torch by {diffs[worst]:.2e} at {worst} "
             f"(tolerance {tolerance:g})"
         )
     return diffs
+
+
+def sample_image(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """A (1, 3, H, W) image-like input in [0, 1]: smooth random colours plus faint noise.
+
+    Uniform noise is no test input for attention networks: trained EMT maps it to outputs
+    that change by whole units between fp32 and fp64, so no two runtimes could agree.
+    """
+    coarse = torch.rand(1, 3, max(2, height // 8), max(2, width // 8), generator=generator)
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    noise = torch.rand(1, 3, height, width, generator=generator) - 0.5
+    return (smooth + 0.04 * noise).clamp(0.0, 1.0)
 
 
 # -------------------------------------------------------------------------------- cache
