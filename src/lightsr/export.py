@@ -22,12 +22,16 @@ tiny inputs (a window grid of one row, say) raise the graph's minimum side inste
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +42,7 @@ from torch import nn
 
 from lightsr import __version__
 from lightsr.deploy import deploy_module, has_deploy_form
-from lightsr.errors import ExportError, LightSRError, UsageError
+from lightsr.errors import ExportError, UsageError
 from lightsr.models import SRModel
 
 INPUT_NAME = "input"
@@ -304,7 +308,7 @@ def export_onnx(
     traced = trace(deployed, static)
     metadata = _metadata(deployed, half, opset, traced.min_side, static)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporter():
             onnx_program = torch.onnx.export(
                 traced.program,
                 dynamo=True,
@@ -312,7 +316,7 @@ def export_onnx(
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 external_data=False,
-                optimize=False,  # the onnxscript optimiser takes minutes on ESC; ORT optimises itself
+                optimize=False,  # the onnxscript optimiser takes minutes on ESC; ORT optimises
                 verbose=False,
             )
     except Exception as exc:  # exporter errors come in many types
@@ -323,6 +327,20 @@ def export_onnx(
         proto.metadata_props.add(key=key, value=value)
     _write_atomically(proto, path, lambda tmp: _check_witnesses(tmp, model, traced, half))
     return ExportResult(path=path, metadata=metadata, min_side=traced.min_side)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's progress lines and its warnings about optional packages."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_witnesses(path: Path, model: SRModel, traced: Trace, half: bool) -> None:
