@@ -167,9 +167,16 @@ def trace(model: SRModel, static: tuple[int, int] | None = None) -> Trace:
             if static is None and raised is not None and min_side < raised <= MAX_MIN_SIDE:
                 min_side = raised
                 continue
+            if "Constraints violated" in str(exc) or "specialized" in str(exc):
+                raise ExportError(
+                    f"{spec.name}: torch.export specialised the input size "
+                    f"({_first_line(exc)}); a shape-dependent Python branch was frozen"
+                ) from exc
             raise ExportError(f"{spec.name}: torch.export failed: {_first_line(exc)}") from exc
     if static is not None:
+        _check_ranges(program, spec.name, None)
         return Trace(program, min(static), ())
+    min_side = _check_ranges(program, spec.name, min_side)
     return Trace(program, min_side, _witnesses(program, spec.name, min_side))
 
 
@@ -185,7 +192,7 @@ def _export_program(
         example = torch.rand(*EXAMPLE_SHAPE)
     else:
         example = torch.rand(EXAMPLE_SHAPE[0], 3, *static)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         return torch.export.export(
             UnitRangeNetwork(model).eval(),
             (example,),
@@ -221,6 +228,34 @@ def _input_symbols(program: torch.export.ExportedProgram) -> dict[str, int]:
         for axis, size in enumerate(placeholder.meta["val"].shape)
         if isinstance(size, torch.SymInt)
     }
+
+
+def _check_ranges(
+    program: torch.export.ExportedProgram, name: str, min_side: int | None
+) -> int | None:
+    """The smallest side after the tracer's range refinements; refuse any other narrowing.
+
+    A branch on a bound (``if batch > 1``) does not become an assertion: the tracer narrows
+    the symbol's range instead.
+    """
+    requested = {0: (1, MAX_BATCH), 2: (min_side, MAX_SIDE), 3: (min_side, MAX_SIDE)}
+    ranges = {str(symbol): bounds for symbol, bounds in program.range_constraints.items()}
+    for symbol, axis in _input_symbols(program).items():
+        bounds = ranges.get(symbol)
+        if bounds is None:
+            continue
+        low, high = int(bounds.lower), int(bounds.upper)
+        wanted_low, wanted_high = requested[axis]
+        raised_side = axis != 0 and low <= MAX_MIN_SIDE
+        if high < wanted_high or (low > wanted_low and not raised_side):
+            what = "batch" if axis == 0 else "side"
+            raise ExportError(
+                f"{name}: the traced graph only holds for {what} {low}..{high}; "
+                "a shape-dependent Python branch was frozen"
+            )
+        if raised_side and min_side is not None:
+            min_side = max(min_side, low)
+    return min_side
 
 
 def _assumptions(program: torch.export.ExportedProgram) -> list:
@@ -437,9 +472,9 @@ def verify_onnx(
     Raises:
         ExportError: a difference exceeds 1e-3 (fp32) or 2e-2 (fp16).
     """
-    from lightsr.ort import OrtModel
+    from lightsr.ort import create_session
 
-    runtime = OrtModel(path, threads=threads)
+    session = create_session(path, threads=threads)
     reference = deployable_copy(model)
     generator = torch.Generator().manual_seed(0)
     diffs = {}
@@ -447,7 +482,8 @@ def verify_onnx(
         x = sample_image(height, width, generator)
         with torch.inference_mode():
             expected = reference.forward(x).numpy()
-        diffs[f"{height}x{width}"] = float(np.abs(runtime.run(x.numpy()) - expected).max())
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        diffs[f"{height}x{width}"] = float(np.abs(actual - expected).max())
     tolerance = TOLERANCE[half]
     worst = max(diffs, key=diffs.get, default=None)
     if worst is not None and diffs[worst] > tolerance:

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.errors import UsageError
-    from lightsr.export import DEFAULT_OPSET, export_onnx, parse_size, verify_onnx
+    from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, parse_size, verify_onnx
     from lightsr.models import resolve_model
 
     static = None if args.static is None else parse_size(args.static)
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale < 1:
         raise UsageError(f"--scale must be a positive integer, got {args.scale}")
     opset = DEFAULT_OPSET if args.opset is None else args.opset
+    if opset < MIN_OPSET:
+        raise UsageError(f"--opset must be at least {MIN_OPSET}, got {opset}")
     model = resolve_model(args.model, args.weights, args.scale) if args.model else None
     if model is None:
         from lightsr.models import load_model
