@@ -10,14 +10,25 @@ client serves every export.
 Networks with a deploy form (FMEN) are re-parameterised first. Batch, height and width stay
 symbolic unless a static size is asked for.
 
-Pre-flight: the wrapper is traced with :func:`torch.export.export` with dynamic ``Dim`` s and
-every assumption the tracer made about the input size is collected as a runtime assertion.
-Each one is evaluated at every side from the smallest supported one up to
-:data:`PROBE_DENSE_UPTO` and at large sides up to :data:`MAX_SIDE`. An assumption that fails
-for some size means a shape-dependent Python branch was frozen into the graph, and the
-export is refused with :class:`~lightsr.errors.ExportError`. Assumptions that only fail for
-tiny inputs (a window grid of one row, say) raise the graph's minimum side instead, up to
-:data:`MAX_MIN_SIDE`; that minimum is stored in the metadata and enforced by the runtime.
+Pre-flight (:func:`trace`): the wrapper is traced by :func:`torch.export.export` with
+dynamic ``Dim`` s for batch, height and width, on an example whose sides are multiples of no
+window, and every assumption the tracer makes about the input size is kept as a deferred
+runtime assertion instead of a guard. Then:
+
+* a size the tracer specialised to a constant, or a range it narrowed (``if batch > 2``),
+  refuses the export, except a raised minimum side (a grid of one window is special) up to
+  :data:`MAX_MIN_SIDE`, which is stored in the metadata and enforced by the runtime;
+* every assumption about one size is evaluated at every side up to :data:`PROBE_DENSE_UPTO`
+  and at large sides up to :data:`MAX_SIDE` (any batch assumption that fails refuses the
+  export). Most failing ones are the tracer's fast paths (a pad of zero, one window row)
+  that change no value in the ONNX graph, so the export is run at one failing size per
+  assumption (a *witness*) and compared with eager PyTorch; a frozen Python branch shows
+  up there as a wrong output and the export is refused;
+* assumptions relating several sizes are the stride bookkeeping of views and change no
+  value; the verification sizes (window multiples and not) exercise them.
+
+Refusals are one-line :class:`~lightsr.errors.ExportError` s. ``torch.export`` assumes that
+dynamic sizes are not 1 without recording it, so a branch on ``size == 1`` goes unnoticed.
 """
 
 from __future__ import annotations
