@@ -28,6 +28,7 @@ from lightsr.export import (
     export_onnx,
     onnx_ops,
     parse_size,
+    sample_image,
     verify_onnx,
 )
 from lightsr.io import read_image, to_float
@@ -100,6 +101,15 @@ def test_export_matches_torch_at_untraced_sizes(exported):
     assert len(sizes) == 3
     diffs = verify_onnx(result.path, model, sizes)
     assert max(diffs.values()) <= TOLERANCE, diffs
+
+
+def test_export_keeps_the_batch_dynamic(exported):
+    model, result = exported
+    generator = torch.Generator().manual_seed(3)
+    x = torch.cat([sample_image(37, 53, generator) for _ in range(3)])
+    with torch.inference_mode():
+        expected = model.upscale(x).numpy()
+    assert np.abs(OrtModel(result.path).run(x.numpy()) - expected).max() <= TOLERANCE
 
 
 def test_export_matches_torch_on_a_set5_image(exported):
