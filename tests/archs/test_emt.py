@@ -48,7 +48,7 @@ def test_shift_equals_official_one_hot_depthwise_conv(interleaved, pad_mode):
     x = torch.randn(2, 20, 7, 9)
     mask = one_hot_shift_mask(20, interleaved)
     reference = F.conv2d(F.pad(x, (1, 1, 1, 1), mode=pad_mode), mask, groups=20)
-    assert torch.equal(shift_channel_groups(x, interleaved, pad_mode), reference)
+    assert torch.equal(shift_channel_groups(x, interleaved, pad_mode, mask), reference)
 
 
 def test_masks_in_checkpoint_are_the_expected_pattern():
