@@ -402,8 +402,7 @@ def _check_witnesses(path: Path, model: SRModel, traced: Trace, half: bool) -> N
         return
     session = create_session(path)
     reference = deployable_copy(model)
-    precise = SRModel(reference.module.double(), model.spec, model.scale)
-    reference = deployable_copy(model)
+    precise = SRModel(deployable_copy(model).module.double(), model.spec, model.scale)
     generator = torch.Generator().manual_seed(1)
     for height, width in traced.witnesses:
         x = sample_image(height, width, generator)
@@ -443,7 +442,8 @@ def _metadata(
         "input_range": "[0, 1]",
         "layout": "NCHW, RGB, float32",
         "precision": "fp16" if half else "fp32",
-        "form": "deploy" if has_deploy_form(model.module) or _is_deploy(model) else "standard",
+        # ``model`` is the deployed copy: a network with a split is in its deploy form now.
+        "form": "deploy" if has_deploy_form(model.module) else "standard",
         "min_side": str(min_side),
         "static_size": "" if static is None else f"{static[0]}x{static[1]}",
         "opset": str(opset),
@@ -451,10 +451,6 @@ def _metadata(
         "source": Path(model.source).name if model.source else "",
         "lightsr_version": __version__,
     }
-
-
-def _is_deploy(model: SRModel) -> bool:
-    return bool(getattr(model.module, "deploy", False))
 
 
 def _name_dims(proto) -> None:
