@@ -309,3 +309,13 @@ def test_plot_without_weights_notes_and_still_writes(tmp_path):
 def test_cli_usage_errors(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_onnxruntime_backend_runs_the_cached_export(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIGHTSR_CACHE", str(tmp_path))
+    argv = ["bench", "--models", "fmen_s", "--backend", "onnxruntime", "--runs", "2"]
+    assert main([*argv, "--warmup", "0", "--input", "64x64", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["backend"], row["form"], row["error"]) == ("onnxruntime", "deploy", None)
+    assert row["latency_median_s"] > 0 and row["runs"] == 2
+    assert len(list((tmp_path / "onnx").glob("fmen_s_x4_fp32_*.onnx"))) == 1

@@ -98,3 +98,18 @@ def test_cli_reparam_reports_user_errors(tmp_path, capsys):
     assert main(["reparam", str(ditn), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lightsr reparam: error:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("variant", ["fmen_s", "fmen"])
+def test_cli_reparam_training_checkpoints_of_both_sizes(tmp_path, image, variant):
+    torch.manual_seed(0)
+    module = build_model(variant, 4)
+    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    source, out = tmp_path / "train.pth", tmp_path / "deploy.safetensors"
+    torch.save({"params": module.state_dict()}, source)
+    assert main(["reparam", str(source), str(out)]) == 0
+    deployed, original = load_model(out), load_model(source)
+    assert deployed.module.deploy and deployed.variant == variant
+    assert (deployed.upscale(image) - original.upscale(image)).abs().max().item() < 1e-4

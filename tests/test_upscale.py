@@ -107,8 +107,10 @@ def test_path_input_and_reuse_of_one_upscaler(tmp_path, photo):
 
 
 def test_api_usage_errors(photo):
-    with pytest.raises(UsageError, match="backend 'onnxruntime'"):
-        upscale(photo, model="bicubic", backend="onnxruntime")
+    with pytest.raises(UsageError, match="backend 'tensorrt'"):
+        upscale(photo, model="bicubic", backend="tensorrt")
+    with pytest.raises(UsageError, match="bf16"):
+        upscale(photo, model="bicubic", backend="onnxruntime", precision="bf16")
     with pytest.raises(UsageError, match="precision"):
         upscale(photo, model="bicubic", precision="fp8")
     with pytest.raises(UsageError, match="x4, not x2"):
@@ -232,7 +234,7 @@ def test_cli_glob_and_tiling_options(tmp_path, photo, tiny):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--backend", "onnxruntime"], "backend"),
+        (["--backend", "onnxruntime", "--device", "cuda"], "CPU only"),
         (["--tile", "0"], "--tile"),
         (["--quality", "0"], "--quality"),
         (["--precision", "fp64"], None),

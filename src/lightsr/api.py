@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,8 +24,11 @@ from lightsr.inference import (
 from lightsr.io import read_image
 from lightsr.models import SRModel
 
+if TYPE_CHECKING:
+    from lightsr.ort import OrtModel
+
 BICUBIC = "bicubic"
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")
 DEFAULT_SCALE = 4
 
 ImageInput = np.ndarray | str | os.PathLike
@@ -47,7 +51,9 @@ class Upscaler:
         max_memory: bytes one forward pass may use; ``None`` sizes it from free memory.
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        backend: inference runtime; only ``"torch"`` exists so far.
+        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32 or fp16): runs ``weights``
+            when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
+            use and cached (see :func:`lightsr.export.cached_export`).
 
     Raises:
         UsageError: unknown backend, precision, device or model name; bad scale.
@@ -77,18 +83,26 @@ class Upscaler:
         if tile_overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
         resolve_precision(precision)
+        if backend == "onnxruntime":
+            _check_onnx_options(device, precision)
+            device = "cpu"
+        elif weights is not None and Path(weights).suffix.lower() == ".onnx":
+            raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
         self.device = resolve_device(device)
         self.precision = precision
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.max_memory = max_memory
-        self.network: SRModel | None = None
+        self.network: SRModel | OrtModel | None = None
         if model == BICUBIC and weights is None:
             self.scale = DEFAULT_SCALE if scale is None else scale
             return
-        network = _load_network(model, scale, weights)
-        self.network = prepare_model(network, self.device, precision)
-        self.scale = network.scale
+        if backend == "onnxruntime":
+            self.network = _onnx_network(model, scale, weights, precision)
+        else:
+            network = _load_network(model, scale, weights)
+            self.network = prepare_model(network, self.device, precision)
+        self.scale = self.network.scale
 
     @property
     def name(self) -> str:
@@ -195,6 +209,32 @@ def _load_network(
     if weights is not None and scale is None:
         return load_model(Path(weights))
     return resolve_model(model, weights, DEFAULT_SCALE if scale is None else scale)
+
+
+def _check_onnx_options(device: str, precision: str) -> None:
+    if device not in ("auto", "cpu"):
+        raise UsageError("the onnxruntime backend runs on the CPU only; use device 'cpu'")
+    if precision == "bf16":
+        raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
+
+
+def _onnx_network(
+    model: str | SRModel | None,
+    scale: int | None,
+    weights: str | os.PathLike | None,
+    precision: str,
+) -> OrtModel:
+    """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export."""
+    from lightsr.export import cached_export
+    from lightsr.ort import load_onnx_model
+
+    if weights is not None and Path(weights).suffix.lower() == ".onnx":
+        network = load_onnx_model(weights)
+        if scale is not None and scale != network.scale:
+            raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
+        return network
+    torch_model = _load_network(model, scale, weights)
+    return load_onnx_model(cached_export(torch_model, half=precision == "fp16"))
 
 
 def _check_pixels(pixels: object) -> None:

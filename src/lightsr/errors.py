@@ -31,3 +31,7 @@ class ConfigError(LightSRError):
 
 class DownloadError(LightSRError):
     """A weights file could not be fetched or failed verification."""
+
+
+class ExportError(LightSRError):
+    """A network could not be exported to ONNX, or its export failed verification."""

@@ -44,6 +44,9 @@ from lightsr.errors import ImageError, UsageError
 from lightsr.models import SRModel
 
 ProgressCallback = Callable[[int, int], None]
+# Every function here takes an ``SRModel`` or anything with the same ``spec``, ``scale``,
+# ``variant``, ``device``, ``dtype``, ``module`` (for the memory model) and ``upscale``:
+# the ONNX Runtime backend's :class:`lightsr.ort.OrtModel`.
 
 # Default context (input pixels) around each tile. 64 covers FMEN-S's 34-conv receptive
 # field even at the edge of the blend band (64 - 64 // 4 = 48 >= 34).
@@ -120,8 +123,7 @@ def prepare_model(model: SRModel, device: str | torch.device, precision: str) ->
 
 
 def _model_device_dtype(model: SRModel) -> tuple[torch.device, torch.dtype]:
-    param = next(model.module.parameters())
-    return param.device, param.dtype
+    return model.device, model.dtype
 
 
 # ----------------------------------------------------------------------------- memory

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from lightsr.archs.blocks import pad_to_multiple
 from lightsr.archs.registry import ArchSpec, Detection, arch_specs, build_model, detectors, get_arch
 from lightsr.checkpoint import METADATA_KEYS, read_state_dict
 from lightsr.errors import CheckpointError
@@ -52,6 +52,14 @@ class SRModel:
         self.module.to(*args, **kwargs)
         return self
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
     @torch.inference_mode()
     def upscale(self, image: torch.Tensor) -> torch.Tensor:
         """Super-resolve ``image``: float RGB in [0, 1], shape (3,H,W) or (N,3,H,W).
@@ -61,15 +69,21 @@ class SRModel:
         """
         batched = image.dim() == 4
         x = image if batched else image.unsqueeze(0)
-        h, w = x.shape[-2:]
-        multiple = self.spec.pad_multiple
-        if multiple > 1:
-            x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="reflect")
-        param = next(self.module.parameters())
-        x = x.to(device=param.device, dtype=param.dtype)
-        y = self.module(x * self.spec.input_range) / self.spec.input_range
-        y = y[..., : h * self.scale, : w * self.scale]
+        y = self.forward(x.to(device=self.device, dtype=self.dtype))
         return y if batched else y.squeeze(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`upscale` on an (N,3,H,W) tensor already on the module's device and dtype.
+
+        No autograd mode, device move or Python branch on sizes: this is the function that
+        ``torch.export`` traces for ONNX, so exported graphs hold the same range conversion
+        and padding as eager inference.
+        """
+        h, w = x.shape[-2:]
+        if self.spec.pad_multiple > 1:
+            x = pad_to_multiple(x, self.spec.pad_multiple, mode="reflect")
+        y = self.module(x * self.spec.input_range) / self.spec.input_range
+        return y[..., : h * self.scale, : w * self.scale]
 
 
 def model_from_state_dict(

@@ -53,7 +53,7 @@ def test_shift_equals_official_one_hot_depthwise_conv(interleaved, pad_mode):
     x = torch.randn(2, 20, 7, 9)
     mask = one_hot_shift_mask(20, interleaved)
     reference = F.conv2d(F.pad(x, (1, 1, 1, 1), mode=pad_mode), mask, groups=20)
-    assert torch.equal(shift_channel_groups(x, interleaved, pad_mode), reference)
+    assert torch.equal(shift_channel_groups(x, interleaved, pad_mode, mask), reference)
 
 
 @pytest.mark.parametrize("interleaved, pad_mode", [(False, "constant"), (True, "circular")])
@@ -64,7 +64,7 @@ def test_fast_shift_is_bit_exact(interleaved, pad_mode, channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     mask = one_hot_shift_mask(20, interleaved)
     fast = shift_channel_groups_fast(x, mask, interleaved, circular=pad_mode == "circular")
-    assert torch.equal(fast, shift_channel_groups(x, interleaved, pad_mode))
+    assert torch.equal(fast, shift_channel_groups(x, interleaved, pad_mode, mask))
 
 
 @pytest.mark.parametrize("offset", [(3, 5), (-3, -5), (0, 0), (10, 12)])

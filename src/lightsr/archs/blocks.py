@@ -17,12 +17,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
     """Pad ``x`` (N,C,H,W) at the bottom and right so H and W are multiples of ``multiple``.
 
     Written without Python branches on tensor sizes so that traced/exported graphs stay valid
-    for every input size (padding by zero is a no-op).
+    for every input size (padding by zero is a no-op). The padded size is computed as
+    ``ceil(h / multiple) * multiple`` so that ``torch.export`` sees a multiple of
+    ``multiple`` and can reshape it into windows without guarding on the size.
     """
     h, w = x.shape[-2:]
-    pad_h = (multiple - h % multiple) % multiple
-    pad_w = (multiple - w % multiple) % multiple
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return F.pad(x, (0, padded_size(w, multiple) - w, 0, padded_size(h, multiple) - h), mode=mode)
+
+
+def padded_size(size: int, multiple: int) -> int:
+    """``size`` rounded up to a multiple of ``multiple`` (also for symbolic sizes)."""
+    return (size + multiple - 1) // multiple * multiple
 
 
 # Input rows per band of the fast path's upsampler (see PixelShuffleUpsampler).

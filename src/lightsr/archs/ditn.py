@@ -148,7 +148,8 @@ class ISA(nn.Module):
             return self.project_out(self._attend_fast(q, k, v).view_as(x))
         q = F.normalize(q, dim=-1) * self.temperature
         k = F.normalize(k, dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        # One head as an explicit axis: ONNX's attention conversion needs 4-D inputs.
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return self.project_out(out.view_as(x))
 
     def _attend_fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="'bicubic', a network or published-checkpoint name (default: built-in model)",
     )
-    which.add_argument("--weights", metavar="PATH", help="checkpoint file to use")
+    which.add_argument(
+        "--weights", metavar="PATH", help="checkpoint file (.onnx with --backend onnxruntime)"
+    )
     parser.add_argument(
         "--scale", type=int, metavar="S", help="upscaling factor (default: 4, or the weights')"
     )
@@ -81,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.inference import DEFAULT_TILE_OVERLAP
 
     _check_numbers(args)
-    if args.backend != "torch":
-        raise UsageError(f"backend {args.backend!r} is not available yet; use --backend torch")
     # Check inputs and outputs before loading the model, so that typos fail fast. The
     # default suffix names the scale, which --weights without --scale leaves to the file.
     jobs = _plan(args, args.scale or DEFAULT_SCALE)

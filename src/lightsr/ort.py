@@ -1,0 +1,129 @@
+"""ONNX Runtime backend: run a lightsr ONNX export through the same tiling engine as torch.
+
+:class:`OrtModel` exposes what :mod:`lightsr.inference` needs from a model (``spec``,
+``scale``, ``device``, ``dtype``, ``upscale``) on top of an ONNX Runtime CPU session, so
+tiling, blending and image I/O are shared with the torch backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightsr.archs.registry import ArchSpec, build_model, get_arch
+from lightsr.errors import CheckpointError, LightSRError
+from lightsr.export import INPUT_NAME, OUTPUT_NAME
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "create_session", "read_metadata"]
+
+
+def create_session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for ``path`` with ``threads`` intra-op threads.
+
+    Raises:
+        CheckpointError: the file cannot be loaded by ONNX Runtime.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: ONNX Runtime cannot load it: {first}") from exc
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (without loading its weights)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise CheckpointError(f"{path}: not a readable ONNX file") from exc
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+class OrtModel:
+    """An exported lightsr network on ONNX Runtime (CPU).
+
+    Args:
+        path: a ``.onnx`` file written by :func:`lightsr.export.export_onnx`.
+        threads: intra-op threads (``None``: ONNX Runtime's default).
+
+    Attributes:
+        spec: the variant's spec, with ``min_size`` raised to the graph's minimum side.
+        scale: upscale factor.
+        module: the variant's architecture on the meta device (no weights): the engine
+            models memory from its shapes.
+
+    Raises:
+        CheckpointError: the file is not a lightsr export or cannot be loaded.
+    """
+
+    device = torch.device("cpu")
+    # Input and output are float32 whatever the export's internal precision.
+    dtype = torch.float32
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.source = str(path)
+        metadata = read_metadata(path)
+        if "variant" not in metadata or "scale" not in metadata:
+            raise CheckpointError(f"{path}: not a lightsr ONNX export (no variant metadata)")
+        try:
+            spec = get_arch(metadata["variant"])
+        except LightSRError:
+            raise CheckpointError(f"{path}: unknown variant {metadata['variant']!r}") from None
+        self.metadata = metadata
+        min_side = int(metadata.get("min_side", spec.min_size))
+        self.spec: ArchSpec = dataclasses.replace(spec, min_size=max(spec.min_size, min_side))
+        self.scale = int(metadata["scale"])
+        self.precision = metadata.get("precision", "fp32")
+        self.session = create_session(path, threads)
+        self._module: nn.Module | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.family
+
+    @property
+    def variant(self) -> str:
+        return self.spec.name
+
+    @property
+    def module(self) -> nn.Module:
+        if self._module is None:
+            with torch.device("meta"):
+                self._module = build_model(self.spec.name, self.scale).eval()
+        return self._module
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        """Forward an (N, 3, H, W) float32 [0, 1] array; returns (N, 3, sH, sW) float32."""
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
+
+    def upscale(self, image: torch.Tensor) -> torch.Tensor:
+        """:meth:`lightsr.models.SRModel.upscale` through ONNX Runtime (CPU tensors)."""
+        batched = image.dim() == 4
+        x = image if batched else image.unsqueeze(0)
+        y = torch.from_numpy(self.run(x.detach().to("cpu", torch.float32).numpy()))
+        return y if batched else y.squeeze(0)
+
+
+def load_onnx_model(path: str | os.PathLike, threads: int | None = None) -> OrtModel:
+    """:class:`OrtModel` for ``path``, with a one-line error when the file is missing."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such ONNX file")
+    return OrtModel(path, threads)
