@@ -20,7 +20,14 @@ from lightsr.archs.registry import ArchSpec, build_model, get_arch
 from lightsr.errors import CheckpointError, LightSRError
 from lightsr.export import INPUT_NAME, OUTPUT_NAME
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "create_session", "read_metadata"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OrtModel",
+    "create_session",
+    "load_onnx_model",
+    "read_metadata",
+]
 
 
 def create_session(path: str | os.PathLike, threads: int | None = None) -> Any:
