@@ -20,8 +20,24 @@ from lightsr.errors import CheckpointError
 StateDictLike = Mapping[str, torch.Tensor]
 
 
+class NamedBySpec:
+    """``name`` and ``variant`` read from the ``spec`` (:class:`ArchSpec`) of a model."""
+
+    spec: ArchSpec
+
+    @property
+    def name(self) -> str:
+        """Network family (``"fmen"``)."""
+        return self.spec.family
+
+    @property
+    def variant(self) -> str:
+        """Registry name of the variant (``"fmen_s"``)."""
+        return self.spec.name
+
+
 @dataclass
-class SRModel:
+class SRModel(NamedBySpec):
     """A network with its identity and pixel-range conventions.
 
     ``module`` takes input exactly as the official network does (same value range, same
@@ -33,16 +49,6 @@ class SRModel:
     spec: ArchSpec
     scale: int
     source: str = ""
-
-    @property
-    def name(self) -> str:
-        """Network family (``"fmen"``)."""
-        return self.spec.family
-
-    @property
-    def variant(self) -> str:
-        """Registry name of the variant (``"fmen_s"``)."""
-        return self.spec.name
 
     @property
     def input_range(self) -> float:

@@ -19,6 +19,7 @@ from torch import nn
 from lightsr.archs.registry import ArchSpec, build_model, get_arch
 from lightsr.errors import CheckpointError, LightSRError
 from lightsr.export import INPUT_NAME, OUTPUT_NAME
+from lightsr.models import NamedBySpec
 
 __all__ = [
     "INPUT_NAME",
@@ -63,7 +64,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
-class OrtModel:
+class OrtModel(NamedBySpec):
     """An exported lightsr network on ONNX Runtime (CPU).
 
     Args:
@@ -100,14 +101,6 @@ class OrtModel:
         self.precision = metadata.get("precision", "fp32")
         self.session = create_session(path, threads)
         self._module: nn.Module | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.family
-
-    @property
-    def variant(self) -> str:
-        return self.spec.name
 
     @property
     def module(self) -> nn.Module:
