@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lightsr.errors import ImageError, UsageError
+from lightsr.export import cached_export
 from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
@@ -23,9 +23,7 @@ from lightsr.inference import (
 )
 from lightsr.io import read_image
 from lightsr.models import SRModel
-
-if TYPE_CHECKING:
-    from lightsr.ort import OrtModel
+from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
 
 BICUBIC = "bicubic"
 BACKENDS = ("torch", "onnxruntime")
@@ -84,9 +82,9 @@ class Upscaler:
             raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
         resolve_precision(precision)
         if backend == "onnxruntime":
-            _check_onnx_options(device, precision)
+            check_ort_options(device, precision)
             device = "cpu"
-        elif weights is not None and Path(weights).suffix.lower() == ".onnx":
+        elif is_onnx_file(weights):
             raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
         self.device = resolve_device(device)
         self.precision = precision
@@ -211,13 +209,6 @@ def _load_network(
     return resolve_model(model, weights, DEFAULT_SCALE if scale is None else scale)
 
 
-def _check_onnx_options(device: str, precision: str) -> None:
-    if device not in ("auto", "cpu"):
-        raise UsageError("the onnxruntime backend runs on the CPU only; use device 'cpu'")
-    if precision == "bf16":
-        raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
-
-
 def _onnx_network(
     model: str | SRModel | None,
     scale: int | None,
@@ -225,10 +216,7 @@ def _onnx_network(
     precision: str,
 ) -> OrtModel:
     """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export."""
-    from lightsr.export import cached_export
-    from lightsr.ort import load_onnx_model
-
-    if weights is not None and Path(weights).suffix.lower() == ".onnx":
+    if is_onnx_file(weights):
         network = load_onnx_model(weights)
         if scale is not None and scale != network.scale:
             raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")

@@ -129,12 +129,11 @@ class BenchSettings:
             raise UsageError("--protocol ntire measures in fp32 (the challenge procedure)")
         if self.compile and self.backend != "torch":
             raise UsageError("--compile applies to the torch backend only")
-        if self.backend == "onnxruntime" and self.device != "cpu":
-            raise UsageError("the onnxruntime backend runs on the CPU only")
-        if self.backend == "onnxruntime" and self.precision == "bf16":
-            raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
         if self.backend == "onnxruntime":
             _check_onnx_backend()
+            from lightsr.ort import check_ort_options
+
+            check_ort_options(self.device, self.precision)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda requested but CUDA is not available")
 

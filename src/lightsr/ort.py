@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lightsr.archs.registry import ArchSpec, build_model, get_arch
-from lightsr.errors import CheckpointError, LightSRError
+from lightsr.errors import CheckpointError, LightSRError, UsageError
 from lightsr.export import INPUT_NAME, OUTPUT_NAME
 from lightsr.models import NamedBySpec
 
@@ -25,10 +25,25 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
     "OrtModel",
+    "check_ort_options",
     "create_session",
+    "is_onnx_file",
     "load_onnx_model",
     "read_metadata",
 ]
+
+
+def is_onnx_file(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` names an ONNX model (by its extension)."""
+    return path is not None and Path(path).suffix.lower() == ".onnx"
+
+
+def check_ort_options(device: str, precision: str) -> None:
+    """Raise :class:`UsageError` for a device or precision this backend cannot run."""
+    if device not in ("auto", "cpu"):
+        raise UsageError("the onnxruntime backend runs on the CPU only; use device 'cpu'")
+    if precision == "bf16":
+        raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
 
 
 def create_session(path: str | os.PathLike, threads: int | None = None) -> Any:
