@@ -122,10 +122,6 @@ def prepare_model(model: SRModel, device: str | torch.device, precision: str) ->
     return model
 
 
-def _model_device_dtype(model: SRModel) -> tuple[torch.device, torch.dtype]:
-    return model.device, model.dtype
-
-
 # ----------------------------------------------------------------------------- memory
 
 
@@ -168,7 +164,7 @@ def estimate_bytes_per_pixel(model: SRModel) -> float:
     attention scale linearly with the pixel count, so the probe extrapolates to any size.
     The result is cached per module, device and dtype.
     """
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model.device, model.dtype
     cache = _ESTIMATES.setdefault(model.module, {})
     key = (str(device), dtype)
     if key not in cache:
@@ -179,7 +175,7 @@ def estimate_bytes_per_pixel(model: SRModel) -> float:
 
 
 def _cuda_peak(model: SRModel, side: int) -> int:
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model.device, model.dtype
     probe = torch.rand(1, 3, side, side, device=device, dtype=dtype)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -318,7 +314,7 @@ def plan_tiles(
     margin = _round_up(overlap, align)
     smallest_core = _round_up(model.spec.min_size, align)
     if tile is None:
-        device, _ = _model_device_dtype(model)
+        device = model.device
         bytes_per_pixel = estimate_bytes_per_pixel(model)
         budget = (
             default_memory_budget(device, bytes_per_pixel) if max_memory is None else max_memory
@@ -415,7 +411,7 @@ class _Assembler:
 
 def _forward_tile(model: SRModel, patch: np.ndarray) -> np.ndarray:
     """Run the network on an (h, w, C) patch (C = 1 or 3); return float32 (sh, sw, C)."""
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model.device, model.dtype
     tensor = torch.from_numpy(np.ascontiguousarray(patch)).to(device)
     max_value = _MAX_VALUES.get(patch.dtype)
     tensor = tensor.to(dtype) if max_value is None else tensor.to(dtype) / max_value
