@@ -13,10 +13,12 @@ from pathlib import Path
 
 from lightsr.bench import measure_network, settings_from_json
 from lightsr.errors import LightSRError
+from lightsr.runtime import retain_freed_memory
 
 
 def main(argv: list[str]) -> int:
     variant, settings_json, result_path = argv
+    retain_freed_memory()
     try:
         row = measure_network(variant, settings_from_json(settings_json))
     except LightSRError as exc:

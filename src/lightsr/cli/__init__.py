@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from lightsr import __version__
 from lightsr.errors import LightSRError
+from lightsr.runtime import retain_freed_memory
 
 DESCRIPTION = """\
 lightsr: efficient single-image super-resolution (DITN, ESC, FMEN, EMT).
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    retain_freed_memory()
     try:
         return int(args.func(args) or 0)
     except LightSRError as exc:
