@@ -537,9 +537,7 @@ def sample_image(height: int, width: int, generator: torch.Generator) -> torch.T
 # -------------------------------------------------------------------------------- cache
 
 
-def cached_export(
-    model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET
-) -> Path:
+def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET) -> Path:
     """The ONNX export of ``model`` in the cache folder, exported on first use.
 
     The file name is keyed by variant, scale, precision, opset and a hash of the deploy-form
@@ -573,4 +571,3 @@ def _all_nodes(nodes: Sequence) -> Iterable:
         for attribute in node.attribute:
             if attribute.g.node:
                 yield from _all_nodes(attribute.g.node)
-

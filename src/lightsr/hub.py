@@ -259,8 +259,7 @@ def get_official(name: str) -> OfficialWeights:
         return _REGISTRY[name]
     except KeyError:
         raise CheckpointError(
-            f"{name!r}: no such checkpoint file or published weights name "
-            "(see `lightsr models`)"
+            f"{name!r}: no such checkpoint file or published weights name (see `lightsr models`)"
         ) from None
 
 

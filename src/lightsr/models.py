@@ -234,9 +234,7 @@ def resolve_model(model: str | None, weights: str | os.PathLike | None, scale: i
 
         name = model if model in official_names() else find_official(get_arch(model).name, scale)
         if name is None:
-            raise CheckpointError(
-                f"no published weights for {model} x{scale}; pass --weights PATH"
-            )
+            raise CheckpointError(f"no published weights for {model} x{scale}; pass --weights PATH")
         loaded = load_model(name)
     if loaded.scale != scale:
         raise CheckpointError(f"{loaded.source} is a x{loaded.scale} model, not x{scale}")
