@@ -10,7 +10,15 @@ from safetensors.torch import load_file
 
 from lightsr import load_model
 from lightsr.archs import build_model
-from lightsr.archs.ditn import ISA, SAL, SDA, UFONE, ChannelLayerNorm, TanhConvNorm
+from lightsr.archs.ditn import (
+    ISA,
+    SAL,
+    SDA,
+    UFONE,
+    ChannelLayerNorm,
+    TanhConvNorm,
+    dilated_depthwise_conv,
+)
 from tests.conftest import shared_file
 
 TOLERANCE = 1e-4
@@ -78,6 +86,18 @@ def test_isa_with_sdpa_matches_explicit_attention():
         attention = (q @ k.transpose(1, 2) * isa.temperature).softmax(dim=-1)
         expected = isa.project_out((attention @ v).view(5, 24, 8, 8))
         assert (isa(patches) - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("dilation", [2, 3])
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (24, 19)])
+def test_dilated_depthwise_conv_by_phases_equals_the_conv(dilation, size):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 6, 7, padding=3 * dilation, dilation=dilation, groups=6)
+    x = torch.randn(2, 6, *size).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = dilated_depthwise_conv(x, conv)
+        torch.testing.assert_close(out, conv(x), rtol=0, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_variants_share_all_code_except_the_norm():

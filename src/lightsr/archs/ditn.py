@@ -73,10 +73,10 @@ LAYER_NORM = NormKind("norm", ChannelLayerNorm)
 NORMS = {"tanh_conv": TANH_CONV, "layer_norm": LAYER_NORM}
 
 
-# Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 64 rows of a
-# 256-pixel-wide map, whose 4×-wide hidden maps take 15 MiB. Narrower bands save little
-# more memory but multiply small ops, which costs when the CPU is shared.
-FFN_BAND_PIXELS = 64 * 256
+# Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 32 rows of a
+# 256-pixel-wide map, whose 4×-wide hidden maps (8 MiB) stay in the CPU's cache between the
+# convs. Narrower bands multiply small ops for no gain.
+FFN_BAND_PIXELS = 32 * 256
 
 
 class GatedDConvFFN(nn.Module):
@@ -141,28 +141,34 @@ class ISA(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self.project_out(self._attend_fast(x))
         # The per-token Linear is a 1×1 conv on the (N,C,p,p) patch; no transposes needed.
         weight = self.qkv.weight[:, :, None, None]
         q, k, v = F.conv2d(x, weight, self.qkv.bias).flatten(2).chunk(3, dim=1)  # (N,C,p²)
-        if fast_path():
-            return self.project_out(self._attend_fast(q, k, v).view_as(x))
         q = F.normalize(q, dim=-1) * self.temperature
         k = F.normalize(k, dim=-1)
         # One head as an explicit axis: ONNX's attention conversion needs 4-D inputs.
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return self.project_out(out.view_as(x))
 
-    def _attend_fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The attention as two batched matrix products, with the softmax in place.
+    def _attend_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention of channels_last patches as batched matrix products.
 
-        The C×C score matrices are tiny, so the fused kernel gains nothing here; computing
-        the output transposed, (N, p², C), gives a channels_last map for ``project_out``.
+        q, k and v come out token-contiguous, (N, C, p²), so their normalisation over the
+        tokens reads contiguous rows (the 1×1-conv form leaves the tokens strided, which is
+        eight times slower to normalise). The C×C score matrices are tiny, so the fused
+        kernel gains nothing; the output is computed transposed, (N, p², C), which is the
+        channels_last patch map ``project_out`` takes.
         """
+        n, c, p, _ = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(n, p * p, c)
+        weight = self.qkv.weight.expand(n, -1, -1)
+        q, k, v = torch.baddbmm(self.qkv.bias[:, None], weight, tokens.mT).chunk(3, dim=1)
         q = F.normalize(q, dim=-1).mul_(self.temperature)
-        scores = torch.bmm(q, F.normalize(k, dim=-1).transpose(1, 2))  # (N, C, C)
-        attention = scores.softmax(dim=-1)
-        out = torch.bmm(v.transpose(1, 2), attention.transpose(1, 2))  # (N, p², C)
-        return out.transpose(1, 2)
+        attention = torch.bmm(q, F.normalize(k, dim=-1).mT).softmax(dim=-1)  # (N, C, C)
+        out = torch.bmm(v.mT, attention.mT)  # (N, p², C)
+        return out.mT.view_as(x)
 
 
 class SDA(nn.Module):
@@ -192,10 +198,12 @@ class SDA(nn.Module):
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Gradients off: ``proj_first`` as two convs (dense halves, one freed early), the
-        product in place and ``scale`` folded into ``proj_last``."""
+        dilated conv by phases, the product in place and ``scale`` folded into ``proj_last``."""
         first = self.proj_first[0]
         dim = first.out_channels // 2
-        attention = self.DConvs(F.conv2d(x, first.weight[:dim], first.bias[:dim]))
+        dense, dilated, pointwise = self.DConvs
+        attention = dense(F.conv2d(x, first.weight[:dim], first.bias[:dim]))
+        attention = pointwise(dilated_depthwise_conv(attention, dilated))
         attention.mul_(F.conv2d(x, first.weight[dim:], first.bias[dim:]))
         weight, bias = self._folded.get(
             (self.proj_last[0].weight, self.proj_last[0].bias, self.scale), self._scaled_last
@@ -206,6 +214,40 @@ class SDA(nn.Module):
         scale = self.scale.view(-1)
         last = self.proj_last[0]
         return last.weight * scale.view(-1, 1, 1, 1), last.bias * scale
+
+
+def dilated_depthwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a depthwise, dilated, "same"-padded ``conv``, as a dense conv.
+
+    oneDNN has no fast kernel for dilated depthwise convs (about 8× slower than dense ones
+    here). A dilation-d conv only ever mixes pixels of the same phase (row mod d, column
+    mod d), so the map is split into its d² phases, zero-padded to a common size, and laid
+    side by side as channels: one dense depthwise conv with the kernel repeated d² times
+    then computes every phase at once. Only multiplications by zero padding differ from
+    ``conv``, so the result is equal.
+    """
+    d = conv.dilation[0]
+    n, c, h, w = x.shape
+    rows, cols = -(-h // d), -(-w // d)
+    # (n, row phase, rows, cols, column phase, c): as (n·d, d·c, rows, cols) channels_last.
+    phases = x.new_zeros(n, d, rows, cols, d, c)
+    pixels = x.permute(0, 2, 3, 1)
+    for r in range(d):
+        for s in range(d):
+            part = pixels[:, r::d, s::d]
+            phases[:, r, : part.shape[1], : part.shape[2], s] = part
+    grid = phases.view(n * d, rows, cols, d * c).permute(0, 3, 1, 2)
+    bias = None if conv.bias is None else conv.bias.repeat(d)
+    padding = tuple((k - 1) // 2 for k in conv.kernel_size)
+    out = F.conv2d(grid, conv.weight.repeat(d, 1, 1, 1), bias, padding=padding, groups=d * c)
+    out = out.permute(0, 2, 3, 1).reshape(n, d, rows, cols, d, c)
+    result = torch.empty_like(x, memory_format=torch.channels_last)
+    result_pixels = result.permute(0, 2, 3, 1)
+    for r in range(d):
+        for s in range(d):
+            part = result_pixels[:, r::d, s::d]
+            part.copy_(out[:, r, : part.shape[1], : part.shape[2], s])
+    return result
 
 
 class PreNormLayer(nn.Module):
@@ -289,8 +331,9 @@ def fold_patches(patches: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c, h, w)
 
 
-# Pixels per band of patch rows in the fast path's ITLs (see UFONE._forward_fast).
-ITL_BAND_PIXELS = 128 * 256
+# Pixels per band of patch rows in the fast path's ITLs (see UFONE._forward_fast); the
+# same cache-sized bands as the FFN's.
+ITL_BAND_PIXELS = 32 * 256
 
 
 class UFONE(nn.Module):
