@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=src python benchmarks/make_benchmarks_md.py [--runs 5] [--warmup 2]
        [--threads 2] [--device cpu] [--models all] [--out docs/benchmarks.md]
        [--after after.json] [--before before.json --before-label "main at 4154c50"]
-       [--note "load average 0.3"]
+       [--note "load average 0.3"] [--also "label=rows.json" ...]
 
 Runs the ``lightsr bench`` engine (robust protocol, each network in its own process) for every
 registered network at ×4 on a 256×256 input and writes one Markdown table with the machine
@@ -12,7 +12,8 @@ it ran on. Complexity columns do not depend on the machine; latency and memory d
 ``--after`` renders saved rows (``lightsr bench --json`` output) instead of measuring, for
 numbers taken while the machine was quiet. ``--before`` adds a before/after table against
 rows measured the same way with an earlier version, together with the ratio to the
-official code's figures in :data:`OFFICIAL`.
+official code's figures in :data:`OFFICIAL`. Each ``--also`` adds a column of saved rows
+measured another way (another backend, ``--compile``, another setting) to a last table.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="JSON {variant: {median_s, peak_mib}}: the official code measured alongside",
     )
     parser.add_argument("--note", default="", help="a line about the run (machine load)")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="saved rows measured another way, shown as one more column (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,6 +83,7 @@ def render(
     before_label: str = "before",
     note: str = "",
     official_here: dict[str, dict[str, float]] | None = None,
+    also: Sequence[tuple[str, Sequence[BenchRow]]] = (),
 ) -> str:
     """The Markdown page for ``rows`` measured with ``settings`` on machine ``info``, with a
     before/after comparison when ``before`` rows are given."""
@@ -116,6 +125,7 @@ def render(
         "",
         *(comparison(rows, before, before_label) if before else []),
         *(official_alongside(rows, official_here) if official_here else []),
+        *(other_ways(rows, also) if also else []),
         "## Machine",
         "",
         *(f"* {key}: {value}" for key, value in info.items()),
@@ -185,6 +195,34 @@ def official_alongside(
     return [*lines, ""]
 
 
+def other_ways(
+    rows: Sequence[BenchRow], also: Sequence[tuple[str, Sequence[BenchRow]]]
+) -> list[str]:
+    """Markdown lines of one latency/memory table with a column pair per way of running."""
+    labels = ["this page's runs", *(label for label, _ in also)]
+    tables = [{row.variant: row for row in rows}]
+    tables += [{row.variant: row for row in other} for _, other in also]
+    lines = [
+        "## Other ways to run",
+        "",
+        "Latency in seconds (median) and peak memory in MiB of the same networks, measured as "
+        "above with one thing changed (the column's label), each in its own run.",
+        "",
+        "| network | " + " | ".join(f"{label} (s) | {label} (MiB)" for label in labels) + " |",
+        "|---|" + "---:|---:|" * len(labels),
+    ]
+    for row in rows:
+        cells = []
+        for table in tables:
+            found = table.get(row.variant)
+            if found is None or found.error:
+                cells += ["failed" if found else "-", "-"]
+            else:
+                cells += [f"{found.latency_s:.3f}", f"{found.peak_memory_mib:.0f}"]
+        lines.append(f"| {row.variant} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _table_line(row: BenchRow) -> str:
     name = f"{row.variant} (deploy)" if row.form == "deploy" else row.variant
     if row.error:
@@ -197,6 +235,13 @@ def _table_line(row: BenchRow) -> str:
         f"| {name} | {row.params:,} | {row.macs / 1e9:.2f} | {row.flops / 1e9:.2f} "
         f"| {row.activations / 1e6:.2f} | {row.convs} | {latency} | {row.peak_memory_mib:.1f} |"
     )
+
+
+def _labelled_rows(item: str) -> tuple[str, list[BenchRow]]:
+    label, _, path = item.partition("=")
+    if not path:
+        raise SystemExit(f"--also {item!r}: expected LABEL=PATH")
+    return label, load_rows(Path(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,9 +267,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_bench(select_models(args.models, SCALE), settings, on_row=progress)
     before = load_rows(args.before) if args.before else ()
     official = json.loads(args.official_here.read_text()) if args.official_here else None
+    also = [_labelled_rows(item) for item in args.also]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     page = render(
-        rows, settings, machine_info(args.device), before, args.before_label, args.note, official
+        rows,
+        settings,
+        machine_info(args.device),
+        before,
+        args.before_label,
+        args.note,
+        official,
+        also,
     )
     args.out.write_text(page)
     print(f"wrote {args.out}", file=sys.stderr)
