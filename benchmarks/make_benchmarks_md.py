@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=src python benchmarks/make_benchmarks_md.py [--runs 5] [--warmup 2]
        [--threads 2] [--device cpu] [--models all] [--out docs/benchmarks.md]
        [--after after.json] [--before before.json --before-label "main at 4154c50"]
-       [--note "load average 0.3"] [--also "label=rows.json" ...]
+       [--note "load average 0.3" ...] [--also "label=rows.json" ...]
 
 Runs the ``lightsr bench`` engine (robust protocol, each network in its own process) for every
 registered network at ×4 on a 256×256 input and writes one Markdown table with the machine
@@ -47,7 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="all", help="all or a comma-separated list")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per network")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up runs per network")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up runs per network")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file to write")
@@ -59,7 +59,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help="JSON {variant: {median_s, peak_mib}}: the official code measured alongside",
     )
-    parser.add_argument("--note", default="", help="a line about the run (machine load)")
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a line about the run, such as the machine load (repeatable)",
+    )
     parser.add_argument(
         "--also",
         action="append",
@@ -81,7 +86,7 @@ def render(
     info: dict[str, str],
     before: Sequence[BenchRow] = (),
     before_label: str = "before",
-    note: str = "",
+    notes: Sequence[str] = (),
     official_here: dict[str, dict[str, float]] | None = None,
     also: Sequence[tuple[str, Sequence[BenchRow]]] = (),
 ) -> str:
@@ -121,7 +126,7 @@ def render(
         "* **activations** (sum of the output elements of every `Conv2d` call) and **convs** "
         "(number of `Conv2d` layers) follow the NTIRE efficient-SR challenge definitions.",
         f"* **peak memory**: {memory}.",
-        *([f"* {note}"] if note else []),
+        *(f"* {note}" for note in notes),
         "",
         *(comparison(rows, before, before_label) if before else []),
         *(official_alongside(rows, official_here) if official_here else []),
@@ -238,8 +243,8 @@ def _table_line(row: BenchRow) -> str:
 
 
 def _labelled_rows(item: str) -> tuple[str, list[BenchRow]]:
-    label, _, path = item.partition("=")
-    if not path:
+    label, _, path = item.rpartition("=")  # labels may hold "=", paths do not
+    if not label or not path:
         raise SystemExit(f"--also {item!r}: expected LABEL=PATH")
     return label, load_rows(Path(path))
 
