@@ -65,6 +65,21 @@ def test_round_trip_16bit_keeps_values_above_255(tmp_path, bird, suffix):
     assert np.array_equal(back, deep)
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("writeable", [True, False])
+def test_write_leaves_the_callers_array_unchanged(tmp_path, bird, channels, writeable):
+    image = np.ascontiguousarray(np.dstack([bird, bird[..., :1]])[..., :channels])
+    original = image.copy()
+    image.flags.writeable = writeable
+    back = read_image(write_image(tmp_path / "out.png", image))
+    assert np.array_equal(image, original)
+    assert np.array_equal(back, original)
+    # Also when encoding fails after the in-place channel swap.
+    with pytest.raises(ImageError):
+        write_image(tmp_path / "out.webp", image, quality=0)
+    assert np.array_equal(image, original)
+
+
 def test_16bit_to_8bit_only_format_is_an_error(tmp_path, bird):
     with pytest.raises(ImageError, match="16-bit"):
         write_image(tmp_path / "deep.jpg", bird.astype(np.uint16))

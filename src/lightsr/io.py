@@ -172,6 +172,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
 
     The file is encoded in memory, written to a temporary file in the target folder and
     moved into place, so a failure never leaves a partial file. Parent folders are created.
+    A writable RGB(A) ``image`` has its channels swapped in place while it is encoded and
+    restored before this returns (no copy of a large output); do not read it meanwhile
+    from another thread.
     16-bit images can only be written as PNG or TIFF (anything else raises rather than
     silently losing precision); alpha cannot be written as JPEG.
 
@@ -198,7 +201,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
     return path
 
 
-def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> bytes:
+def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> np.ndarray:
     if image.dtype not in _MAX_VALUES:
         raise ImageError(f"{path}: cannot write {image.dtype} pixels; convert to uint8/uint16")
     if image.dtype == np.uint16 and image_format not in _SIXTEEN_BIT_FORMATS:
@@ -210,15 +213,40 @@ def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | Non
         raise ImageError(f"{path}: cannot write an image of shape {image.shape}")
     if channels == 4 and image_format not in _ALPHA_FORMATS:
         raise ImageError(f"{path}: {image_format} has no alpha channel; use PNG or WebP")
-    if channels == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    elif channels == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    swap = _CHANNEL_SWAPS.get(channels)
+    if swap is None:
+        return _imencode(image, image_format, path, quality)
+    if not (image.flags.writeable and image.flags.c_contiguous):
+        return _imencode(cv2.cvtColor(image, swap), image_format, path, quality)
+    # A large upscale's output is the biggest array in the process: swap its channels to
+    # OpenCV's order in place and back (the swap is its own inverse) rather than copy it.
+    _swap_in_place(image, swap)
+    try:
+        return _imencode(image, image_format, path, quality)
+    finally:
+        _swap_in_place(image, swap)
+
+
+# RGB(A) ↔ BGR(A): each conversion is its own inverse.
+_CHANNEL_SWAPS = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}
+# Rows per band of an in-place channel swap: OpenCV copies a source that is also the
+# destination, so bands bound that copy.
+_SWAP_BAND_ROWS = 256
+
+
+def _swap_in_place(image: np.ndarray, conversion: int) -> None:
+    for start in range(0, image.shape[0], _SWAP_BAND_ROWS):
+        band = image[start : start + _SWAP_BAND_ROWS]
+        cv2.cvtColor(band, conversion, dst=band)
+
+
+def _imencode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> np.ndarray:
+    """The encoded file as a 1-D uint8 array (written as is: no copy into ``bytes``)."""
     with _quiet_opencv():
         ok, buffer = cv2.imencode(path.suffix.lower(), image, _encode_params(image_format, quality))
     if not ok:
         raise ImageError(f"{path}: OpenCV could not encode the image as {image_format}")
-    return buffer.tobytes()
+    return buffer
 
 
 def _encode_params(image_format: str, quality: int | None) -> list[int]:
@@ -233,7 +261,7 @@ def _encode_params(image_format: str, quality: int | None) -> list[int]:
     return []
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes | np.ndarray) -> None:
     temp_name = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
