@@ -15,6 +15,7 @@ _EXPORTS = {
     "SRModel": "lightsr.models",
     "imresize": "lightsr.imresize",
     "upscale": "lightsr.api",
+    "retain_freed_memory": "lightsr.runtime",
 }
 
 __all__ = ["__version__", *_EXPORTS]
