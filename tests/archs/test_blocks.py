@@ -11,6 +11,7 @@ from lightsr.archs.blocks import (
     faithful_path,
     fast_path,
     fold_batchnorm_after,
+    row_bands,
     to_inference_layout,
 )
 
@@ -93,3 +94,17 @@ def test_fold_batchnorm_after_equals_conv_then_norm():
         scale, shift = bn_scale_shift(norm)
         affine = y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
         assert torch.allclose(norm(y), affine, atol=1e-6)
+
+
+def test_row_bands_run_a_3x3_conv_band_by_band_exactly():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 23, 9)
+    whole = conv(x)
+    out = torch.empty_like(whole)
+    covered = []
+    for rows, context, crop in row_bands(23, 5):
+        covered.extend(range(rows.start, rows.stop))
+        out[:, :, rows] = conv(x[:, :, context])[:, :, crop]
+    assert covered == list(range(23))
+    torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)

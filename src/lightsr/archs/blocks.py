@@ -30,6 +30,20 @@ def padded_size(size: int, multiple: int) -> int:
     return (size + multiple - 1) // multiple * multiple
 
 
+def row_bands(height: int, band_rows: int) -> Iterator[tuple[slice, slice, slice]]:
+    """Split ``height`` rows into bands for running a 3×3 conv one band at a time.
+
+    Yields ``(rows, context, crop)``: the band's rows, the rows to feed the conv (the band
+    plus the row on either side that the map has), and the part of the conv's output on
+    ``context`` that belongs to ``rows``. A 3×3 conv's output row reads only its two
+    neighbours, so the cropped outputs together equal the conv of the whole map.
+    """
+    for start in range(0, height, band_rows):
+        end = min(start + band_rows, height)
+        top, bottom = max(start - 1, 0), min(end + 1, height)
+        yield slice(start, end), slice(top, bottom), slice(start - top, end - top)
+
+
 # Input rows per band of the fast path's upsampler (see PixelShuffleUpsampler).
 UPSAMPLE_BAND_ROWS = 32
 
@@ -66,11 +80,9 @@ class PixelShuffleUpsampler(nn.Sequential):
             device=x.device,
             memory_format=layout,
         )
-        for start in range(0, height, UPSAMPLE_BAND_ROWS):
-            end = min(start + UPSAMPLE_BAND_ROWS, height)
-            top, bottom = max(start - 1, 0), min(end + 1, height)
-            band = conv(x[:, :, top:bottom])[:, :, start - top : end - top]
-            out[:, :, start * scale : end * scale] = shuffle(band)
+        for rows, context, crop in row_bands(height, UPSAMPLE_BAND_ROWS):
+            band = conv(x[:, :, context])[:, :, crop]
+            out[:, :, rows.start * scale : rows.stop * scale] = shuffle(band)
         return out
 
 

@@ -36,7 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import FoldedCache, PixelShuffleUpsampler, fast_path, pad_to_multiple
+from lightsr.archs.blocks import (
+    FoldedCache,
+    PixelShuffleUpsampler,
+    fast_path,
+    pad_to_multiple,
+    row_bands,
+)
 from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
 
 
@@ -108,15 +114,13 @@ class GatedDConvFFN(nn.Module):
         if x.shape[0] > 1 or height <= band:
             return x.add_(self(norm(x)))
         pending = None
-        for start in range(0, height, band):
-            end = min(start + band, height)
-            top, bottom = max(start - 1, 0), min(end + 1, height)
-            hidden = self.dwconv(self.project_in(norm(x[:, :, top:bottom])))
-            out = self._hidden_to_out(hidden[:, :, start - top : end - top])
+        for rows, context, crop in row_bands(height, band):
+            hidden = self.dwconv(self.project_in(norm(x[:, :, context])))
+            out = self._hidden_to_out(hidden[:, :, crop])
             hidden = None
             if pending is not None:
                 x[:, :, pending[0]].add_(pending[1])
-            pending = (slice(start, end), out)
+            pending = (rows, out)
         x[:, :, pending[0]].add_(pending[1])
         return x
 

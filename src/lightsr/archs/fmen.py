@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import PixelShuffleUpsampler, bn_scale_shift, fast_path
+from lightsr.archs.blocks import PixelShuffleUpsampler, bn_scale_shift, fast_path, row_bands
 from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
 
 NEGATIVE_SLOPE = 0.1
@@ -200,12 +200,9 @@ class HFAB(nn.Module):
         the narrow branch, each with one row of context on either side.
         """
         branch = self._branch_fast(x)
-        height = x.shape[-2]
-        for start in range(0, height, band_rows):
-            end = min(start + band_rows, height)
-            top, bottom = max(start - 1, 0), min(end + 1, height)
-            attention = self.excitate(branch[:, :, top:bottom])[:, :, start - top : end - top]
-            x[:, :, start:end].mul_(attention.sigmoid_())
+        for rows, context, crop in row_bands(x.shape[-2], band_rows):
+            attention = self.excitate(branch[:, :, context])[:, :, crop]
+            x[:, :, rows].mul_(attention.sigmoid_())
         return x
 
     @torch.no_grad()
