@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lightsr.bench import BenchRow
 from lightsr.errors import LightSRError, UsageError
-from lightsr.paths import cache_dir, shared_dir
+from lightsr.paths import cache_dir, replaced_atomically, shared_dir
 
 DEFAULT_SET = "Set5"
 # Bubble area in points² per thousand parameters: ~170 pt² for a 340K-parameter network.
@@ -64,9 +64,8 @@ def weights_psnr(weights: str | os.PathLike, data_dir: Path, scale: int) -> floa
 
     result = evaluate(data_dir, scale, load_model(weights), progress=False)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({**result.to_dict(), "weights": str(weights)}))
-    os.replace(temporary, cache)
+    with replaced_atomically(cache) as temporary:
+        temporary.write_text(json.dumps({**result.to_dict(), "weights": str(weights)}))
     return result.psnr
 
 

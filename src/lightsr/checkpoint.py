@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lightsr.errors import CheckpointError
+from lightsr.paths import replaced_atomically
 
 # Keys under which training frameworks wrap the weights, most preferred first
 # (BasicSR test configs load the EMA weights when both are present).
@@ -87,12 +87,6 @@ def save_safetensors(
         tensors[key] = value
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as temporary:
+        save_file(tensors, temporary, metadata=meta)
     return path

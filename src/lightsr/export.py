@@ -40,7 +40,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from lightsr import __version__
 from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import ExportError, UsageError
 from lightsr.models import SRModel
+from lightsr.paths import replaced_atomically
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -471,15 +471,9 @@ def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
     """Save ``proto`` to a temporary file beside ``path``, ``check`` it, then rename it."""
     import onnx
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp, save_as_external_data=False)
-        check(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as temporary:
+        onnx.save_model(proto, temporary, format="protobuf", save_as_external_data=False)
+        check(temporary)
 
 
 # ------------------------------------------------------------------------------- verify

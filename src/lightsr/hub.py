@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from lightsr import __version__
 from lightsr.errors import CheckpointError, DownloadError
-from lightsr.paths import cache_dir
+from lightsr.paths import cache_dir, replaced_atomically
 
 WEIGHTS_URL_ENV = "LIGHTSR_WEIGHTS_URL"
 TIMEOUT_S = 30.0
@@ -318,19 +317,14 @@ def fetch_weights(name: str, progress: bool = True) -> Path:
         return target
     url = download_url(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with replaced_atomically(target) as temporary:
+        with open(temporary, "wb") as out:
             digest = _stream_to(url, out, label=name, progress=progress)
         if digest != entry.sha256:
             raise DownloadError(
                 f"{name}: downloaded file from {url} has SHA-256 {digest[:12]}…, "
                 f"expected {entry.sha256[:12]}…; discarded it"
             )
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return target
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from lightsr.errors import ImageError
+from lightsr.paths import replaced_atomically
 
 # File signatures of the formats we read, to name the format in messages and to tell
 # "not an image" apart from "damaged image".
@@ -262,23 +262,12 @@ def _encode_params(image_format: str, quality: int | None) -> list[int]:
 
 
 def _write_atomically(path: Path, data: bytes | np.ndarray) -> None:
-    temp_name = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open with 0o666 (unlike mkstemp's 0o600) lets the umask decide the final mode.
-        handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with replaced_atomically(path) as temporary, open(temporary, "wb") as file:
+            file.write(data)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-        os.replace(temp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-        raise
 
 
 # ----------------------------------------------------------------------------- conversions

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,3 +29,23 @@ def cache_dir() -> Path:
 def package_weights_dir() -> Path:
     """The built-in default weights shipped inside the package."""
     return Path(__file__).resolve().parent / "weights"
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A new empty temporary file beside ``path``, moved onto ``path`` if the block succeeds.
+
+    Write the file's content to the yielded path inside the ``with`` block. Readers see the
+    old file or the complete new one, never a partial one: if the block raises, or the
+    final move fails, the temporary (``.<name>.<random>.tmp``) is removed and the error
+    propagates. The folder must exist. The file is created with mode 0o666 (unlike
+    ``mkstemp``'s 0o600), so the umask decides its permissions as for any new file.
+    """
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

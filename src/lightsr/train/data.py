@@ -25,7 +25,7 @@ import torch
 from lightsr.errors import ConfigError, ImageError
 from lightsr.imresize import imresize, mod_crop
 from lightsr.io import read_rgb_uint8
-from lightsr.paths import cache_dir
+from lightsr.paths import cache_dir, replaced_atomically
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Bump when the LR generation changes, so that stale cache entries are never reused.
@@ -95,13 +95,11 @@ def make_lr_pair(hr_path: Path, scale: int, cache: Path | None) -> ImagePair:
 
 def _save_npy_atomically(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with replaced_atomically(path) as temporary, open(temporary, "wb") as f:
             np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only cache only costs recomputation
+        pass  # a read-only cache only costs recomputation
 
 
 def default_lr_cache() -> Path:
