@@ -124,7 +124,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def deployable_copy(model: SRModel, half: bool = False) -> SRModel:
     """A CPU copy of ``model`` in deploy form and eval mode, in fp16 when ``half``."""
     module = copy.deepcopy(model.module).float().cpu()
-    module = deploy_module(module) if has_deploy_form(module) else module.eval()
+    module = deploy_module(module)
     module = module.to(torch.float16 if half else torch.float32)
     return SRModel(module=module, spec=model.spec, scale=model.scale, source=model.source)
 
