@@ -400,17 +400,13 @@ def _check_witnesses(path: Path, model: SRModel, traced: Trace, half: bool) -> N
 
     if not traced.witnesses:
         return
-    session = create_session(path)
-    reference = deployable_copy(model)
     precise = SRModel(deployable_copy(model).module.double(), model.spec, model.scale)
-    generator = torch.Generator().manual_seed(1)
-    for height, width in traced.witnesses:
-        x = sample_image(height, width, generator)
+    for (height, width), x, expected, actual in _torch_and_ort(
+        create_session(path), model, traced.witnesses, seed=1
+    ):
         with torch.inference_mode():
-            expected = reference.forward(x).double()
-            noise = (precise.forward(x.double()) - expected).abs().max().item()
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
-        error = (torch.from_numpy(actual).double() - expected).abs().max().item()
+            noise = (precise.forward(x.double()) - expected.double()).abs().max().item()
+        error = (torch.from_numpy(actual).double() - expected.double()).abs().max().item()
         allowed = max(TOLERANCE[half], 10 * noise)
         if error > allowed:
             raise ExportError(
@@ -497,15 +493,10 @@ def verify_onnx(
     from lightsr.ort import create_session
 
     session = create_session(path, threads=threads)
-    reference = deployable_copy(model)
-    generator = torch.Generator().manual_seed(0)
-    diffs = {}
-    for height, width in sizes:
-        x = sample_image(height, width, generator)
-        with torch.inference_mode():
-            expected = reference.forward(x).numpy()
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
-        diffs[f"{height}x{width}"] = float(np.abs(actual - expected).max())
+    diffs = {
+        f"{height}x{width}": float(np.abs(actual - expected.numpy()).max())
+        for (height, width), _, expected, actual in _torch_and_ort(session, model, sizes, seed=0)
+    }
     tolerance = TOLERANCE[half]
     worst = max(diffs, key=diffs.get, default=None)
     if worst is not None and diffs[worst] > tolerance:
@@ -514,6 +505,21 @@ def verify_onnx(
             f"(tolerance {tolerance:g})"
         )
     return diffs
+
+
+def _torch_and_ort(
+    session, model: SRModel, sizes: Iterable[tuple[int, int]], seed: int
+) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor, np.ndarray]]:
+    """For each size: the size, an image-like input (:func:`sample_image`), the output of
+    ``model`` (deploy form, fp32, eager) and the output of the ONNX Runtime ``session``."""
+    reference = deployable_copy(model)
+    generator = torch.Generator().manual_seed(seed)
+    for height, width in sizes:
+        x = sample_image(height, width, generator)
+        with torch.inference_mode():
+            expected = reference.forward(x)
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        yield (height, width), x, expected, actual
 
 
 def sample_image(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
