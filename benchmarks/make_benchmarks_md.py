@@ -1,6 +1,6 @@
 """Regenerate ``docs/benchmarks.md`` on this machine.
 
-Usage: PYTHONPATH=src python benchmarks/make_benchmarks_md.py [--runs 5] [--warmup 2]
+Usage: PYTHONPATH=src python benchmarks/make_benchmarks_md.py [--runs 5] [--warmup 3]
        [--threads 2] [--device cpu] [--models all] [--out docs/benchmarks.md]
        [--after after.json] [--before before.json --before-label "main at 4154c50"]
        [--note "load average 0.3" ...] [--also "label=rows.json" ...]
