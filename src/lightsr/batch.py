@@ -98,11 +98,13 @@ class BatchReport:
 # ----------------------------------------------------------------------------- planning
 
 
-def find_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+def find_inputs(
+    inputs: Sequence[str], recursive: bool = False, suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> list[tuple[Path, Path]]:
     """Expand files, folders and glob patterns into ``(image, path relative to its root)``.
 
-    Folders contribute the image files directly inside them (all levels with
-    ``recursive``), glob patterns their matching files (``**`` needs ``recursive``); the
+    Folders contribute the files with one of ``suffixes`` directly inside them (all levels
+    with ``recursive``), glob patterns their matching files (``**`` needs ``recursive``); the
     relative path is what the output tree mirrors. Explicit files are taken as they are,
     whatever their extension, so that a wrong file is reported rather than ignored.
 
@@ -115,7 +117,7 @@ def find_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple[Pa
         if path.is_file():
             found.append((path, Path(path.name)))
         elif path.is_dir():
-            images = _images_in(path, recursive)
+            images = _images_in(path, recursive, suffixes)
             if not images:
                 raise UsageError(f"{path}: no images in this folder (use --recursive?)")
             found.extend((image, image.relative_to(path)) for image in images)
@@ -169,15 +171,15 @@ def plan_jobs(
     return jobs
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def _images_in(
+    folder: Path, recursive: bool, suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> list[Path]:
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     # Hidden files are skipped: they include other programs' partial writes.
     return sorted(
         path
         for path in candidates
-        if path.is_file()
-        and path.suffix.lower() in IMAGE_SUFFIXES
-        and not path.name.startswith(".")
+        if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
     )
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from lightsr.cli import upscale_video
 from lightsr.errors import UsageError
 
 if TYPE_CHECKING:
@@ -23,14 +24,15 @@ Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
+  lightsr upscale clip.mp4 -o clip_x4.mp4 --codec h265 --crf 22
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "upscale",
-        help="super-resolve images (files, folders, globs)",
-        description="Upscale images with a super-resolution network or bicubic.",
+        help="super-resolve images and videos (files, folders, globs)",
+        description="Upscale images and videos with a super-resolution network or bicubic.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -73,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100 (101: lossless WebP)"
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    upscale_video.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -85,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     # Check inputs and outputs before loading the model, so that typos fail fast. The
     # default suffix names the scale, which --weights without --scale leaves to the file.
-    jobs = _plan(args, args.scale or DEFAULT_SCALE)
+    videos, images = upscale_video.split_inputs(args.inputs, args.recursive)
+    jobs = _plan(args, images, args.scale or DEFAULT_SCALE)
+    video_jobs = upscale_video.plan(args, videos, args.scale or DEFAULT_SCALE)
     upscaler = Upscaler(
         model=args.model,
         scale=args.scale,
@@ -98,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
     )
     if upscaler.scale != (args.scale or DEFAULT_SCALE):
-        jobs = _plan(args, upscaler.scale)
+        jobs = _plan(args, images, upscaler.scale)
+        video_jobs = upscale_video.plan(args, videos, upscaler.scale)
+    failed_videos = upscale_video.run(args, upscaler, video_jobs) if video_jobs else 0
+    if not jobs:
+        return 1 if failed_videos else 0
     display = _Display(len(jobs), quiet=args.json)
     report = run_jobs(
         upscaler,
@@ -120,14 +129,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(_summary_line(report))
-    return 1 if report.failed else 0
+    return 1 if report.failed or failed_videos else 0
 
 
-def _plan(args: argparse.Namespace, scale: int) -> list[Job]:
+def _plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
     from lightsr.batch import plan_jobs
 
+    if not inputs:
+        return []
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
-    return plan_jobs(args.inputs, args.output, suffix, args.format, args.recursive)
+    return plan_jobs(inputs, args.output, suffix, args.format, args.recursive)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
