@@ -232,3 +232,15 @@ def test_interrupt_leaves_no_output(tmp_path):
 def test_missing_input_is_one_error(tmp_path, upscaler):
     with pytest.raises(VideoError, match="no such file"):
         transcode(upscaler, tmp_path / "none.mp4", tmp_path / "out.mp4")
+
+
+def test_help_loads_no_video_libraries():
+    code = (
+        "import sys\n"
+        "from lightsr.cli import main\n"
+        "try:\n    main(['upscale', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('av', 'lightsr.video.pipeline', 'cv2') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "--codec" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

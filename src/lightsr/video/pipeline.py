@@ -266,7 +266,10 @@ def _open_output(temporary: Path, target: Path) -> Iterator[av.container.OutputC
     try:
         yield container
     finally:
-        container.close()
+        try:
+            container.close()
+        except av.FFmpegError as exc:  # the trailer could not be written (disk full)
+            raise VideoError(f"{target}: cannot finish writing ({_first_line(exc)})") from None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -595,6 +598,17 @@ class _Writer:
         self, channel: _Channel, report: VideoReport, progress: ProgressCallback | None
     ) -> None:
         """Encoder stage: encode frames and mux them with the copied packets."""
+        try:
+            self._run(channel, report, progress)
+        except av.FFmpegError as exc:
+            raise VideoError(
+                f"encoding failed after {self.frames} frames ({_first_line(exc)}); "
+                "no output written"
+            ) from None
+
+    def _run(
+        self, channel: _Channel, report: VideoReport, progress: ProgressCallback | None
+    ) -> None:
         while (item := channel.get()) is not _END:
             started = time.perf_counter()
             if isinstance(item, _Frame):
