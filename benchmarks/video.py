@@ -1,6 +1,6 @@
 """Video upscaling throughput, time outside the network and peak memory.
 
-Usage: PYTHONPATH=src:. python benchmarks/video.py [--threads 2] [--json rows.json]
+Usage: PYTHONPATH=src:. python benchmarks/video.py [--threads 2] [--long-threads 1] [--json rows.json]
        [--seconds 2] [--emt-seconds 0.5] [--long 10,60] [--update-doc docs/benchmarks.md]
 
 Writes real H.264 + AAC clips (moving texture, sine tone) with PyAV and upscales each in
@@ -37,6 +37,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=2.0, help="default-model clip length")
     parser.add_argument("--emt-seconds", type=float, default=0.5, help="EMT clip length")
     parser.add_argument("--long", default="10,60", help="clip lengths (s) for the RSS check")
+    parser.add_argument(
+        "--long-threads", type=int, default=1, help="torch threads for the RSS-check clips"
+    )
     parser.add_argument("--json", type=Path, help="also save the rows here")
     parser.add_argument("--update-doc", type=Path, help="Markdown page to put the table in")
     parser.add_argument(
@@ -46,7 +49,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def worker(clip: str, model: str, threads: int) -> None:
-    """Upscale ``clip`` in this process and print one JSON row."""
+    """Upscale ``clip`` in this process and print one JSON row.
+
+    After the run, the network alone is timed on the clip's first frames (warm), to tell
+    how much the other stages slowed it down.
+    """
     import torch
 
     from lightsr.api import Upscaler
@@ -60,7 +67,28 @@ def worker(clip: str, model: str, threads: int) -> None:
     target = Path(clip).with_name(Path(clip).stem + "_out.mp4")
     report = transcode(upscaler, clip, target)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({**report.to_dict(), "model": upscaler.name, "peak_rss_mib": peak_kib / 1024}))
+    row = {**report.to_dict(), "model": upscaler.name, "peak_rss_mib": peak_kib / 1024}
+    row["network_alone_s"] = network_alone(upscaler, clip)
+    row["threads"] = threads
+    print(json.dumps(row))
+
+
+def network_alone(upscaler, clip: str, frames: int = 4) -> float:
+    """Seconds per frame of the network alone on the first ``frames`` frames of ``clip``."""
+    import time
+
+    import av
+    import numpy as np
+
+    from lightsr.video.color import ColorTags, frame_to_rgb
+
+    with av.open(clip) as container:
+        decoded = [f for _, f in zip(range(frames), container.decode(video=0), strict=False)]
+    images = [frame_to_rgb(f, ColorTags.of(f), np.dtype(np.uint8)) for f in decoded]
+    started = time.perf_counter()
+    for image in images:
+        upscaler(image)
+    return (time.perf_counter() - started) / len(images)
 
 
 def measure(clip: Path, model: str, threads: int) -> dict:
@@ -76,18 +104,20 @@ def load() -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| case | model | frames | input → output | frames/s | network s/frame | "
-        "decode + encode busy (% of stages) | peak RSS (MiB) | load before → after |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|",
+        "| case | model | threads | frames | input → output | frames/s | network s/frame "
+        "(alone) | outside the network: busy / wall | peak RSS (MiB) | load before → after |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         w, h = row["input_size"]
         ow, oh = row["output_size"]
+        wall = 1 - row["network_seconds"] / row["seconds"]
         lines.append(
-            f"| {row['case']} | {row['model']} | {row['frames']} | {w}×{h} → {ow}×{oh} | "
-            f"{row['frames_per_s']:.2f} | {row['network_seconds'] / row['frames']:.3f} | "
-            f"{100 * row['outside_network']:.1f} % | {row['peak_rss_mib']:.0f} | "
-            f"{row['load_before']} → {row['load_after']} |"
+            f"| {row['case']} | {row['model']} | {row['threads']} | {row['frames']} | "
+            f"{w}×{h} → {ow}×{oh} | {row['frames_per_s']:.2f} | "
+            f"{row['network_seconds'] / row['frames']:.3f} ({row['network_alone_s']:.3f}) | "
+            f"{100 * row['outside_network']:.1f} % / {100 * wall:.1f} % | "
+            f"{row['peak_rss_mib']:.0f} | {row['load_before']} → {row['load_after']} |"
         )
     return "\n".join(lines)
 
@@ -113,21 +143,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     long_seconds = [float(s) for s in args.long.split(",") if s]
     emt = shared_dir() / "weights" / "official" / "EMT" / "EMT_LSR_x4.pth"
+    emt_model = str(emt) if emt.exists() else "emt"
     cases = [
-        ("320×180 ×4", 320, 180, args.seconds, "default"),
-        ("320×180 ×4, short clip", 320, 180, args.emt_seconds, str(emt) if emt.exists() else "emt"),
-        *[(f"{s:g} s clip", 64, 36, s, "default") for s in long_seconds],
+        ("320×180 ×4", 320, 180, args.seconds, "default", args.threads),
+        ("320×180 ×4, short clip", 320, 180, args.emt_seconds, emt_model, args.threads),
+        *[(f"{s:g} s clip", 64, 36, s, "default", args.long_threads) for s in long_seconds],
     ]
     rows = []
     with TemporaryDirectory() as folder:
-        for name, width, height, seconds, model in cases:
+        for name, width, height, seconds, model, threads in cases:
             frames = round(seconds * RATE)
             clip = make_clip(
                 Path(folder) / f"clip_{width}x{height}_{frames}.mp4",
                 Clip(width=width, height=height, frames=frames, rate=RATE),
             )
             before = load()
-            row = measure(clip, model, args.threads)
+            row = measure(clip, model, threads)
             row.update(case=name, load_before=before, load_after=load())
             row["model"] = "emt" if model.endswith(".pth") else row["model"]
             rows.append(row)

@@ -244,3 +244,21 @@ def test_help_loads_no_video_libraries():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "--codec" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("vp9", ".webm"), ("av1", ".mkv")])
+def test_api_other_codecs(tmp_path, codec, suffix):
+    source = make_clip(tmp_path / "in.mkv", Clip(frames=3, audio=False))
+    target = tmp_path / f"out{suffix}"
+    report = lightsr.upscale_video(source, target, model="bicubic", scale=SCALE, codec=codec)
+    assert report.frames == 3 and report.output_size == (64 * SCALE, 48 * SCALE)
+    with av.open(str(target)) as container:
+        assert container.streams.video[0].codec_context.name in (codec, "libdav1d", "libvpx-vp9")
+    assert len(decoded_frames(target)) == 3
+
+
+def test_container_that_cannot_hold_the_audio_is_one_error(tmp_path):
+    source = make_clip(tmp_path / "in.mp4", Clip(frames=2))  # AAC audio: not for WebM
+    with pytest.raises(VideoError, match=r"cannot hold the input's audio stream \(aac\)"):
+        lightsr.upscale_video(source, tmp_path / "out.webm", model="bicubic", codec="vp9")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
