@@ -64,12 +64,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             samples that are not 8/16-bit unsigned integers.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
+    """Decode an image file held in memory, as :func:`read_image` does (EXIF orientation
+    applied); ``name`` stands for it in error messages.
+
+    Raises:
+        ImageError: not a supported format, damaged, or not 8/16-bit samples.
+    """
     image_format = _sniff_format(data)
     if image_format is None:
-        raise ImageError(f"{path}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
+        raise ImageError(f"{name}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
     if image_format == "PNG" and not _png_is_complete(data):
-        raise ImageError(f"{path}: truncated or damaged PNG data")
+        raise ImageError(f"{name}: truncated or damaged PNG data")
     # IMREAD_UNCHANGED ignores EXIF orientation; for JPEG (never alpha) the ANYCOLOR|ANYDEPTH
     # flags keep gray as gray while letting OpenCV rotate/flip per the orientation tag.
     flags = (
@@ -80,10 +89,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     with _quiet_opencv():
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None:
-        raise ImageError(f"{path}: cannot decode {image_format} data (damaged or truncated)")
+        raise ImageError(f"{name}: cannot decode {image_format} data (damaged or truncated)")
     if image.dtype not in _MAX_VALUES:
-        raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
-    return _to_rgb_order(image, path)
+        raise ImageError(f"{name}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
+    return _to_rgb_order(image, name)
 
 
 def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
@@ -151,7 +160,7 @@ def _quiet_opencv() -> Iterator[None]:
         logging.setLogLevel(previous)
 
 
-def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb_order(image: np.ndarray, name: str | os.PathLike) -> np.ndarray:
     if image.ndim == 2:
         return image
     channels = image.shape[2]
@@ -161,7 +170,7 @@ def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    raise ImageError(f"{path}: unsupported number of channels ({channels})")
+    raise ImageError(f"{name}: unsupported number of channels ({channels})")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -192,13 +201,26 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
             file could not be encoded or written.
     """
     path = Path(path)
+    _write_atomically(path, _encode_for(path, image, quality))
+    return path
+
+
+def encode_image(image: np.ndarray, extension: str, quality: int | None = None) -> np.ndarray:
+    """Encode ``image`` in memory: the bytes :func:`write_image` writes to a file whose name
+    ends in ``extension`` (``".png"``, ``".jpg"``, ``".webp"``, ...), with the same checks.
+
+    Returns:
+        The encoded file as a 1-D uint8 array.
+    """
+    return _encode_for(Path(f"image{extension}"), image, quality)
+
+
+def _encode_for(path: Path, image: np.ndarray, quality: int | None) -> np.ndarray:
     image_format = _WRITE_FORMATS.get(path.suffix.lower())
     if image_format is None:
         known = ", ".join(sorted(_WRITE_FORMATS))
         raise ImageError(f"{path}: unknown image extension {path.suffix!r} (use one of {known})")
-    encoded = _encode(image, image_format, path, quality)
-    _write_atomically(path, encoded)
-    return path
+    return _encode(image, image_format, path, quality)
 
 
 def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> np.ndarray:
