@@ -265,12 +265,14 @@ def _api(pool: ModelPool, queue: JobQueue, limits: Limits, token: str | None) ->
     return api
 
 
+_BEARER = HTTPBearer(auto_error=False, description="the token given to `lightsr serve`")
+
+
 def _bearer(token: str) -> Callable[..., Awaitable[None]]:
-    scheme = HTTPBearer(auto_error=False, description="the token given to `lightsr serve`")
     expected = token.encode()
 
     async def check(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> None:
         given = credentials.credentials.encode() if credentials else b""
         if not hmac.compare_digest(given, expected):
