@@ -22,6 +22,7 @@ import pytest
 
 TOKEN = "test-token-1234"
 START_TIMEOUT_S = 120.0
+TIGHT_TIME_LIMIT_S = 10
 URL_LINE = re.compile(r"lightsr serve: (http://\S+/) ")
 
 
@@ -109,10 +110,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Small tiles (slow, many progress steps), a 4 s time limit and room for one waiting
+    """Small tiles (slow, many progress steps), a short time limit and room for one waiting
     job: the queue and time-limit tests."""
     log = tmp_path_factory.mktemp("serve-tight") / "server.log"
-    options = ("--tile", "32", "--time-limit", "4", "--max-waiting", "1")
+    options = ("--tile", "32", "--time-limit", str(TIGHT_TIME_LIMIT_S), "--max-waiting", "1")
     running = start_server(log, *options)
     yield running
     _stop(running.process)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -195,7 +195,9 @@ def _api(pool: ModelPool, queue: JobQueue, limits: Limits, token: str | None) ->
         return queue.submit(job)
 
     @api.get("/models", tags=["models"])
-    async def models() -> ModelsInfo:
+    async def models(
+        catalog: Annotated[bool, Query(description="include `lightsr models --json`")] = True,
+    ) -> ModelsInfo:
         """The models this server serves, and every model lightsr knows."""
         served = [
             ServedModel(
@@ -206,8 +208,8 @@ def _api(pool: ModelPool, queue: JobQueue, limits: Limits, token: str | None) ->
             )
             for name, scales in pool.scales.items()
         ]
-        catalog = await asyncio.to_thread(pool.catalog)
-        return ModelsInfo(served=served, default_model=pool.names[0], catalog=catalog)
+        known = await asyncio.to_thread(pool.catalog) if catalog else None
+        return ModelsInfo(served=served, default_model=pool.names[0], catalog=known)
 
     @api.post(
         "/upscale",

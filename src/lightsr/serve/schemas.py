@@ -60,8 +60,9 @@ class ModelsInfo(BaseModel):
 
     served: list[ServedModel]
     default_model: str
-    catalog: dict[str, list[dict[str, Any]]] = Field(
-        description="every network variant and published checkpoint (`lightsr models --json`)"
+    catalog: dict[str, list[dict[str, Any]]] | None = Field(
+        description="every network variant and published checkpoint (`lightsr models --json`); "
+        "null with `?catalog=false`"
     )
 
 

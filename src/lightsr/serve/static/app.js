@@ -40,7 +40,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // ------------------------------------------------------------------------- settings
 
 async function loadModels() {
-  const info = await (await api("/v1/models")).json();
+  const info = await (await api("/v1/models?catalog=false")).json();
   state.models = info.served;
   const select = $("model");
   select.replaceChildren(
