@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python -m lightsr.demo --out demo
+	$(BIN)/lightsr demo --out demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -8,6 +8,7 @@ import os
 import socket
 
 from lightsr.errors import UsageError
+from lightsr.options import DEVICE_HELP, PRECISIONS
 
 TOKEN_VARIABLE = "LIGHTSR_TOKEN"
 LOOPBACK_NAMES = ("localhost",)
@@ -71,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--log-level", default="info", choices=("warning", "info", "debug"), help="server log"
     )
