@@ -24,6 +24,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 test: $(STAMP)
+	@# The browser test of `lightsr serve` drives Debian's Chromium (Playwright brings no browser).
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
