@@ -320,7 +320,7 @@ def _result(job: Job) -> Response:
     extension, media_type = FORMATS[job.format]
     stem = job.filename.rsplit(".", 1)[0] if "." in job.filename else job.filename
     download = f"{stem}_x{job.scale}{extension}"
-    headers = {"Content-Disposition": f'attachment; filename="{download}"'}
+    headers = {"Content-Disposition": f'attachment; filename="{download}"', "X-Job-Id": job.id}
     return Response(job.result, media_type=media_type, headers=headers)
 
 
