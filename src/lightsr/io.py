@@ -64,12 +64,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             samples that are not 8/16-bit unsigned integers.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def decode_image(data: bytes, name: str | os.PathLike) -> np.ndarray:
+    """Decode the bytes of an image file exactly as :func:`read_image` does.
+
+    For files that are not on a local file system (object stores). ``name`` (the file's
+    path or URI) only appears in error messages.
+
+    Raises:
+        ImageError: as :func:`read_image`.
+    """
     image_format = _sniff_format(data)
     if image_format is None:
-        raise ImageError(f"{path}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
+        raise ImageError(f"{name}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
     if image_format == "PNG" and not _png_is_complete(data):
-        raise ImageError(f"{path}: truncated or damaged PNG data")
+        raise ImageError(f"{name}: truncated or damaged PNG data")
     # IMREAD_UNCHANGED ignores EXIF orientation; for JPEG (never alpha) the ANYCOLOR|ANYDEPTH
     # flags keep gray as gray while letting OpenCV rotate/flip per the orientation tag.
     flags = (
@@ -80,10 +91,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     with _quiet_opencv():
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None:
-        raise ImageError(f"{path}: cannot decode {image_format} data (damaged or truncated)")
+        raise ImageError(f"{name}: cannot decode {image_format} data (damaged or truncated)")
     if image.dtype not in _MAX_VALUES:
-        raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
-    return _to_rgb_order(image, path)
+        raise ImageError(f"{name}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
+    return _to_rgb_order(image, name)
 
 
 def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
@@ -151,7 +162,7 @@ def _quiet_opencv() -> Iterator[None]:
         logging.setLogLevel(previous)
 
 
-def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb_order(image: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     if image.ndim == 2:
         return image
     channels = image.shape[2]
