@@ -20,7 +20,7 @@ import pytest
 import ray
 
 from lightsr.cli import main
-from lightsr.distributed import MANIFEST_NAME, plan_dataset, upscale_dataset
+from lightsr.distributed import MANIFEST_NAME, _UpscaleActor, plan_dataset, upscale_dataset
 from lightsr.errors import UsageError
 from tests.conftest import shared_file
 
@@ -149,6 +149,26 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
         "foremanx4_x4.png",
     ]
     assert all(r["input"].startswith("file:///") for r in added)
+
+
+def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch):
+    """The actor class in-process: ONNX Runtime output as plain `lightsr upscale
+    --backend onnxruntime`, one intra-op thread, and a bad image is an error record."""
+    monkeypatch.setenv("LIGHTSR_CACHE", str(tmp_path / "cache"))
+    source = set14 / "facex4.png"
+    plain = tmp_path / "plain.png"
+    assert main(["upscale", str(source), "-o", str(plain), "--backend", "onnxruntime"]) == 0
+    actor = _UpscaleActor({"backend": "onnxruntime"}, threads=1, quality=None)
+    assert actor.upscaler.network.session.get_session_options().intra_op_num_threads == 1
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(source.read_bytes()[:300])
+    targets = [tmp_path / "out" / "face.png", tmp_path / "out" / "broken.png"]
+    batch = {"input": [str(source), str(broken)], "output": [str(t) for t in targets]}
+    records = actor(batch)
+    assert records["error"] == ["", f"{broken}: truncated or damaged PNG data"]
+    assert targets[0].read_bytes() == plain.read_bytes()
+    assert records["bytes"] == [len(plain.read_bytes()), 0]
+    assert not targets[1].exists()
 
 
 def test_uri_and_local_inputs_are_planned_alike(set14, tmp_path):

@@ -39,6 +39,7 @@ from lightsr.api import Upscaler
 from lightsr.batch import IMAGE_SUFFIXES, format_suffix, output_name, plan_jobs
 from lightsr.errors import ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
+from lightsr.ort import OrtModel, create_session
 
 MANIFEST_NAME = ".lightsr-manifest.jsonl"
 # Upper bound on Ray Data blocks. Each block is one actor task, the unit of retry and of
@@ -443,10 +444,12 @@ class _UpscaleActor:
     """One Ray actor: loads the model once, then upscales the images of each batch."""
 
     def __init__(self, options: dict[str, Any], threads: int, quality: int | None) -> None:
-        import torch
-
         torch.set_num_threads(threads)
         self.upscaler = Upscaler(**options)
+        if isinstance(self.upscaler.network, OrtModel):
+            # ONNX Runtime's own thread pool takes every core of the node by default; an
+            # actor keeps to the CPUs it reserved, as torch does above.
+            self.upscaler.network.session = create_session(self.upscaler.network.source, threads)
         self.quality = quality
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:

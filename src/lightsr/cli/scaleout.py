@@ -20,7 +20,7 @@ INPUT may then be a URI (s3://bucket/prefix, gs://...). Give --ray after the INP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--ray``, ``--ray-actors`` and ``--ray-threads`` to the upscale parser."""
+    """Add ``--ray`` and the ``--ray-*`` options to the upscale parser."""
     group = parser.add_argument_group("Ray (many machines)")
     group.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS", help=HELP)
     group.add_argument(
@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--ray-threads", type=int, metavar="T", help="CPUs and torch threads per actor (default: 1)"
+    )
+    group.add_argument(
+        "--ray-gpus", type=float, metavar="G", help="GPUs per actor, for --device cuda (default: 0)"
     )
 
 
@@ -46,6 +49,7 @@ def run_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
             address=None if args.ray == LOCAL else args.ray,
             actors=args.ray_actors,
             threads_per_actor=args.ray_threads or 1,
+            gpus_per_actor=args.ray_gpus or 0,
             suffix=args.suffix,
             output_format=args.format,
             recursive=args.recursive,
@@ -71,12 +75,12 @@ def run_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise :class:`UsageError` for Ray options that are given wrongly."""
-    for name in ("ray_actors", "ray_threads"):
+    for name in ("ray_actors", "ray_threads", "ray_gpus"):
         value = getattr(args, name)
         flag = "--" + name.replace("_", "-")
         if value is not None and args.ray is None:
             raise UsageError(f"{flag} needs --ray")
-        if value is not None and value < 1:
+        if value is not None and value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
 
 
