@@ -117,9 +117,10 @@ def test_a_killed_actor_is_retried_and_every_image_is_written_once(
     assert upscale_dataset(str(set14), out).written == 0
 
 
-def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, capsys):
-    """`--ray` with a file:// URI: a recorded output, an unrecorded complete one, a
-    truncated one and a cut-short manifest line; only the missing and broken are redone."""
+def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, capsys, monkeypatch):
+    """`--ray` with a file:// URI and a relative OUT: a recorded output, an unrecorded
+    complete one, a truncated one and a cut-short manifest line; only the missing and
+    broken images are redone."""
     images = tmp_path / "in"
     images.mkdir()
     names = ["comic", "face", "foreman", "bridge"]
@@ -134,7 +135,8 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
     cut_short = '{"input": "cut sh'
     (out / MANIFEST_NAME).write_text(json.dumps(record) + "\n" + cut_short)
 
-    argv = ["upscale", images.as_uri(), "-o", str(out), "--ray", "--ray-actors", "1", "--json"]
+    monkeypatch.chdir(tmp_path)
+    argv = ["upscale", images.as_uri(), "-o", "out", "--ray", "--ray-actors", "1", "--json"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["images"], summary["skipped"], summary["written"]) == (4, 2, 2)

@@ -143,7 +143,7 @@ def upscale_dataset(
     scale = _checked_scale(options)
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     jobs = plan_dataset(inputs, Path(output), suffix or f"_x{scale}", output_format, recursive)
-    root = _manifest_folder(Path(output), jobs)
+    root = _manifest_folder(Path(output).absolute(), jobs)
     report = DatasetReport(images=len(jobs))
     with _Manifest(root) as manifest:
         todo = jobs if overwrite else manifest.pending(jobs)
@@ -185,15 +185,11 @@ def plan_dataset(
     Raises:
         UsageError: a missing input, an empty folder, or two images with one output.
     """
+    # Absolute paths: actors on other nodes do not share the driver's working folder.
+    output = output.absolute()
     local = [text for text in inputs if not _is_uri(text)]
-    jobs = (
-        [
-            (str(job.source), job.target)
-            for job in plan_jobs(local, output, suffix, output_format, recursive)
-        ]
-        if local
-        else []
-    )
+    planned = plan_jobs(local, output, suffix, output_format, recursive) if local else []
+    jobs = [(str(job.source.absolute()), job.target) for job in planned]
     output_format = format_suffix(output_format)
     for uri in (text for text in inputs if _is_uri(text)):
         for source, relative in _list_uri(uri, recursive):
