@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 from lightsr.api import Upscaler
-from lightsr.batch import IMAGE_SUFFIXES, format_suffix, output_name, plan_jobs
+from lightsr.batch import format_suffix, output_name, plan_jobs
 from lightsr.errors import ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
+from lightsr.options import IMAGE_SUFFIXES
 from lightsr.ort import OrtModel, create_session
 
 MANIFEST_NAME = ".lightsr-manifest.jsonl"
