@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from lightsr.cli import scaleout
 from lightsr.errors import UsageError
 from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
 
@@ -18,12 +19,14 @@ EPILOG = """\
 OUT is a file when INPUT is a single file and OUT has an image extension; otherwise it is a
 folder that mirrors the input tree, each output named <stem><suffix>.<ext>. Large images
 are processed in tiles automatically; --tile forces a tile size. Existing outputs are kept
-unless --overwrite is given. Exit status: 0 all written, 1 some image failed, 2 usage error.
+unless --overwrite is given. Exit status: 0 all written, 1 some image failed, 2 usage error,
+3 Ray failed (--ray).
 
 Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
+  lightsr upscale s3://bucket/frames -o /mnt/shared/frames_x4 --ray auto
 """
 
 
@@ -74,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100 (101: lossless WebP)"
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    scaleout.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -81,23 +85,15 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.api import DEFAULT_SCALE, Upscaler
     from lightsr.batch import run_jobs
-    from lightsr.inference import DEFAULT_TILE_OVERLAP
 
     _check_numbers(args)
+    scaleout.check_arguments(args)
+    if args.ray is not None:
+        return scaleout.run_on_ray(args, _upscaler_options(args))
     # Check inputs and outputs before loading the model, so that typos fail fast. The
     # default suffix names the scale, which --weights without --scale leaves to the file.
     jobs = _plan(args, args.scale or DEFAULT_SCALE)
-    upscaler = Upscaler(
-        model=args.model,
-        scale=args.scale,
-        weights=args.weights,
-        tile=args.tile,
-        tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
-        max_memory=None if args.max_memory is None else args.max_memory << 20,
-        precision=args.precision,
-        device=args.device,
-        backend=args.backend,
-    )
+    upscaler = Upscaler(**_upscaler_options(args))
     if upscaler.scale != (args.scale or DEFAULT_SCALE):
         jobs = _plan(args, upscaler.scale)
     display = _Display(len(jobs), quiet=args.json)
@@ -129,6 +125,23 @@ def _plan(args: argparse.Namespace, scale: int) -> list[Job]:
 
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
     return plan_jobs(args.inputs, args.output, suffix, args.format, args.recursive)
+
+
+def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :class:`~lightsr.api.Upscaler` that ``args`` give."""
+    from lightsr.inference import DEFAULT_TILE_OVERLAP
+
+    return {
+        "model": args.model,
+        "scale": args.scale,
+        "weights": args.weights,
+        "tile": args.tile,
+        "tile_overlap": DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        "max_memory": None if args.max_memory is None else args.max_memory << 20,
+        "precision": args.precision,
+        "device": args.device,
+        "backend": args.backend,
+    }
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
