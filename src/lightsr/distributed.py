@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -141,7 +142,7 @@ def upscale_dataset(
     """
     if threads_per_actor < 1 or (actors is not None and actors < 1) or gpus_per_actor < 0:
         raise UsageError("actors and threads per actor must be positive, GPUs >= 0")
-    scale = _checked_scale(options)
+    scale = _checked_scale(options, local=address is None)
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     jobs = plan_dataset(inputs, Path(output), suffix or f"_x{scale}", output_format, recursive)
     root = _manifest_folder(Path(output).absolute(), jobs)
@@ -251,14 +252,15 @@ def _is_image_name(relative: PurePosixPath) -> bool:
     return relative.suffix.lower() in IMAGE_SUFFIXES and not hidden
 
 
-def _checked_scale(options: dict[str, Any]) -> int:
+def _checked_scale(options: dict[str, Any], local: bool) -> int:
     """Check the model options on the driver and return the scale outputs are named by.
 
     Loading the model here turns a typo into a :class:`UsageError` before Ray starts, and
-    tells the scale of ``weights`` given without one. It runs on the CPU: the driver (a
-    cluster's head node) may have no GPU.
+    tells the scale of ``weights`` given without one. For a cluster it loads on the CPU:
+    the driver (a head node) may have no GPU; Ray started here runs on this machine, so
+    the device is checked too.
     """
-    return Upscaler(**{**options, "device": "cpu"}).scale
+    return Upscaler(**(options if local else {**options, "device": "cpu"})).scale
 
 
 def _manifest_folder(output: Path, jobs: Sequence[tuple[str, Path]]) -> Path:
@@ -401,7 +403,8 @@ def _run_pool(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller shows its own, per image
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Failures come back as one exception, which the caller reports; not as log lines.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     rows = [{"input": source, "output": str(target)} for source, target in jobs]
     dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     results = dataset.map_batches(
@@ -433,8 +436,10 @@ def _cluster_error(exc: BaseException) -> LightSRError:
         if isinstance(cause, LightSRError):
             return cause
         cause = getattr(cause, "cause", None) or cause.__cause__
+    # An actor's failed start keeps only the text of its error: its last line.
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    return ClusterError(f"the Ray job failed: {lines[-1] if lines else type(exc).__name__}")
+    last = re.sub(r"^lightsr\.errors\.\w+: ", "", lines[-1]) if lines else type(exc).__name__
+    return ClusterError(f"the Ray job failed: {last}")
 
 
 class _UpscaleActor:
