@@ -40,7 +40,7 @@ from lightsr.api import Upscaler
 from lightsr.batch import format_suffix, output_name, plan_jobs
 from lightsr.errors import ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
-from lightsr.options import IMAGE_SUFFIXES
+from lightsr.options import IMAGE_SUFFIXES, resolve_device
 from lightsr.ort import OrtModel, create_session
 
 MANIFEST_NAME = ".lightsr-manifest.jsonl"
@@ -256,11 +256,16 @@ def _checked_scale(options: dict[str, Any], local: bool) -> int:
     """Check the model options on the driver and return the scale outputs are named by.
 
     Loading the model here turns a typo into a :class:`UsageError` before Ray starts, and
-    tells the scale of ``weights`` given without one. For a cluster it loads on the CPU:
-    the driver (a head node) may have no GPU; Ray started here runs on this machine, so
-    the device is checked too.
+    tells the scale of ``weights`` given without one. It loads on the CPU, since a
+    cluster's driver (its head node) may have no GPU; Ray started here (``local``) runs on
+    this machine's devices, so the device is checked too.
     """
-    return Upscaler(**(options if local else {**options, "device": "cpu"})).scale
+    probe = dict(options)
+    if probe.get("backend", "torch") == "torch":  # onnxruntime checks its device itself
+        if local:
+            resolve_device(probe.get("device", "auto"))
+        probe["device"] = "cpu"
+    return Upscaler(**probe).scale
 
 
 def _manifest_folder(output: Path, jobs: Sequence[tuple[str, Path]]) -> Path:
@@ -281,20 +286,20 @@ class _Manifest:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / MANIFEST_NAME
-        self.records: dict[str, dict[str, Any]] = {}
+        self.sizes: dict[str, int] = {}  # recorded outputs (relative paths) and their sizes
         self.file: Any = None
 
     def __enter__(self) -> _Manifest:
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    self.records[record["output"]] = record
-                except (json.JSONDecodeError, TypeError, KeyError):
-                    continue  # a line cut short by a killed driver
+        text = self.path.read_text() if self.path.exists() else ""
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                self.sizes[record["output"]] = int(record["bytes"])
+            except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+                continue  # a line cut short by a killed driver
         self.folder.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a")  # closed in __exit__
-        if self.file.tell() and not self.path.read_bytes().endswith(b"\n"):
+        if text and not text.endswith("\n"):
             self.file.write("\n")  # end a cut-short line, so the next record is whole
         return self
 
@@ -305,9 +310,9 @@ class _Manifest:
         """The jobs whose output is not complete; unrecorded complete outputs get recorded."""
         todo = []
         for source, target in jobs:
-            record = self.records.get(self._key(target))
-            if record is not None:
-                done = _size(target) == record["bytes"]
+            size = self.sizes.get(self._key(target))
+            if size is not None:
+                done = _size(target) == size
             else:
                 done = _decodes(target)
                 if done:
