@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from lightsr.api import Upscaler
 from lightsr.batch import format_suffix, output_name, plan_jobs
 from lightsr.errors import ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
-from lightsr.options import IMAGE_SUFFIXES
+from lightsr.options import IMAGE_SUFFIXES, resolve_device
 from lightsr.ort import OrtModel, create_session
 
 MANIFEST_NAME = ".lightsr-manifest.jsonl"
@@ -141,7 +142,7 @@ def upscale_dataset(
     """
     if threads_per_actor < 1 or (actors is not None and actors < 1) or gpus_per_actor < 0:
         raise UsageError("actors and threads per actor must be positive, GPUs >= 0")
-    scale = _checked_scale(options)
+    scale = _checked_scale(options, local=address is None)
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     jobs = plan_dataset(inputs, Path(output), suffix or f"_x{scale}", output_format, recursive)
     root = _manifest_folder(Path(output).absolute(), jobs)
@@ -251,14 +252,20 @@ def _is_image_name(relative: PurePosixPath) -> bool:
     return relative.suffix.lower() in IMAGE_SUFFIXES and not hidden
 
 
-def _checked_scale(options: dict[str, Any]) -> int:
+def _checked_scale(options: dict[str, Any], local: bool) -> int:
     """Check the model options on the driver and return the scale outputs are named by.
 
     Loading the model here turns a typo into a :class:`UsageError` before Ray starts, and
-    tells the scale of ``weights`` given without one. It runs on the CPU: the driver (a
-    cluster's head node) may have no GPU.
+    tells the scale of ``weights`` given without one. It loads on the CPU, since a
+    cluster's driver (its head node) may have no GPU; Ray started here (``local``) runs on
+    this machine's devices, so the device is checked too.
     """
-    return Upscaler(**{**options, "device": "cpu"}).scale
+    probe = dict(options)
+    if probe.get("backend", "torch") == "torch":  # onnxruntime checks its device itself
+        if local:
+            resolve_device(probe.get("device", "auto"))
+        probe["device"] = "cpu"
+    return Upscaler(**probe).scale
 
 
 def _manifest_folder(output: Path, jobs: Sequence[tuple[str, Path]]) -> Path:
@@ -279,20 +286,20 @@ class _Manifest:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / MANIFEST_NAME
-        self.records: dict[str, dict[str, Any]] = {}
+        self.sizes: dict[str, int] = {}  # recorded outputs (relative paths) and their sizes
         self.file: Any = None
 
     def __enter__(self) -> _Manifest:
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    self.records[record["output"]] = record
-                except (json.JSONDecodeError, TypeError, KeyError):
-                    continue  # a line cut short by a killed driver
+        text = self.path.read_text() if self.path.exists() else ""
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                self.sizes[record["output"]] = int(record["bytes"])
+            except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+                continue  # a line cut short by a killed driver
         self.folder.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a")  # closed in __exit__
-        if self.file.tell() and not self.path.read_bytes().endswith(b"\n"):
+        if text and not text.endswith("\n"):
             self.file.write("\n")  # end a cut-short line, so the next record is whole
         return self
 
@@ -303,9 +310,9 @@ class _Manifest:
         """The jobs whose output is not complete; unrecorded complete outputs get recorded."""
         todo = []
         for source, target in jobs:
-            record = self.records.get(self._key(target))
-            if record is not None:
-                done = _size(target) == record["bytes"]
+            size = self.sizes.get(self._key(target))
+            if size is not None:
+                done = _size(target) == size
             else:
                 done = _decodes(target)
                 if done:
@@ -401,7 +408,8 @@ def _run_pool(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller shows its own, per image
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Failures come back as one exception, which the caller reports; not as log lines.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     rows = [{"input": source, "output": str(target)} for source, target in jobs]
     dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     results = dataset.map_batches(
@@ -433,8 +441,10 @@ def _cluster_error(exc: BaseException) -> LightSRError:
         if isinstance(cause, LightSRError):
             return cause
         cause = getattr(cause, "cause", None) or cause.__cause__
+    # An actor's failed start keeps only the text of its error: its last line.
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    return ClusterError(f"the Ray job failed: {lines[-1] if lines else type(exc).__name__}")
+    last = re.sub(r"^lightsr\.errors\.\w+: ", "", lines[-1]) if lines else type(exc).__name__
+    return ClusterError(f"the Ray job failed: {last}")
 
 
 class _UpscaleActor:
