@@ -12,7 +12,7 @@ import glob
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -21,8 +21,8 @@ from lightsr.api import Upscaler
 from lightsr.errors import ImageError, UsageError
 from lightsr.inference import ProgressCallback
 from lightsr.io import read_image, write_image
+from lightsr.options import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -152,10 +152,7 @@ def plan_jobs(
             output that would replace its own input.
     """
     output = Path(output)
-    if output_format is not None:
-        output_format = "." + output_format.lower().lstrip(".")
-        if output_format not in IMAGE_SUFFIXES:
-            raise UsageError(f"unknown output format {output_format[1:]!r}")
+    output_format = format_suffix(output_format)
     found = find_inputs(inputs, recursive)
     single = len(inputs) == 1 and Path(inputs[0]).is_file() and not output.is_dir()
     if single and output.suffix:
@@ -164,7 +161,7 @@ def plan_jobs(
         jobs = [Job(found[0][0], output)]
     else:
         jobs = [
-            Job(image, output / relative.parent / _output_name(image, suffix, output_format))
+            Job(image, output / relative.parent / output_name(image, suffix, output_format))
             for image, relative in found
         ]
     _check_targets(jobs)
@@ -190,7 +187,23 @@ def _glob_base(pattern: str) -> Path:
     return Path(*parts[:first_wild])
 
 
-def _output_name(image: Path, suffix: str, output_format: str | None) -> str:
+def format_suffix(output_format: str | None) -> str | None:
+    """The file extension for an output format: ``"PNG"`` → ``".png"``; ``None`` stays.
+
+    Raises:
+        UsageError: not a format lightsr writes.
+    """
+    if output_format is None:
+        return None
+    suffix = "." + output_format.lower().lstrip(".")
+    if suffix not in IMAGE_SUFFIXES:
+        raise UsageError(f"unknown output format {suffix[1:]!r}")
+    return suffix
+
+
+def output_name(image: PurePath, suffix: str, output_format: str | None) -> str:
+    """An output's file name: ``image``'s stem, ``suffix``, then ``output_format`` (from
+    :func:`format_suffix`) or ``image``'s own extension."""
     return image.stem + suffix + (output_format or image.suffix)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lightsr.cli import upscale_video
+from lightsr.cli import scaleout, upscale_video
 from lightsr.errors import UsageError
+from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from lightsr.batch import BatchReport, Job, JobResult
@@ -18,13 +19,15 @@ EPILOG = """\
 OUT is a file when INPUT is a single file and OUT has an image extension; otherwise it is a
 folder that mirrors the input tree, each output named <stem><suffix>.<ext>. Large images
 are processed in tiles automatically; --tile forces a tile size. Existing outputs are kept
-unless --overwrite is given. Exit status: 0 all written, 1 some image failed, 2 usage error.
+unless --overwrite is given. Exit status: 0 all written, 1 some image failed, 2 usage error,
+3 Ray failed (--ray).
 
 Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
   lightsr upscale clip.mp4 -o clip_x4.mp4 --codec h265 --crf 22
+  lightsr upscale s3://bucket/frames -o /mnt/shared/frames_x4 --ray auto
 """
 
 
@@ -60,9 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
         "--suffix", metavar="TEXT", help="added to output file names (default: _x<S>)"
     )
@@ -76,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     upscale_video.add_arguments(parser)
+    scaleout.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -83,25 +87,17 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.api import DEFAULT_SCALE, Upscaler
     from lightsr.batch import run_jobs
-    from lightsr.inference import DEFAULT_TILE_OVERLAP
 
     _check_numbers(args)
+    scaleout.check_arguments(args)
+    if args.ray is not None:
+        return scaleout.run_on_ray(args, _upscaler_options(args))
     # Check inputs and outputs before loading the model, so that typos fail fast. The
     # default suffix names the scale, which --weights without --scale leaves to the file.
     videos, images = upscale_video.split_inputs(args.inputs, args.recursive)
     jobs = _plan(args, images, args.scale or DEFAULT_SCALE)
     video_jobs = upscale_video.plan(args, videos, args.scale or DEFAULT_SCALE)
-    upscaler = Upscaler(
-        model=args.model,
-        scale=args.scale,
-        weights=args.weights,
-        tile=args.tile,
-        tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
-        max_memory=None if args.max_memory is None else args.max_memory << 20,
-        precision=args.precision,
-        device=args.device,
-        backend=args.backend,
-    )
+    upscaler = Upscaler(**_upscaler_options(args))
     if upscaler.scale != (args.scale or DEFAULT_SCALE):
         jobs = _plan(args, images, upscaler.scale)
         video_jobs = upscale_video.plan(args, videos, upscaler.scale)
@@ -139,6 +135,23 @@ def _plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
         return []
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
     return plan_jobs(inputs, args.output, suffix, args.format, args.recursive)
+
+
+def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :class:`~lightsr.api.Upscaler` that ``args`` give."""
+    from lightsr.inference import DEFAULT_TILE_OVERLAP
+
+    return {
+        "model": args.model,
+        "scale": args.scale,
+        "weights": args.weights,
+        "tile": args.tile,
+        "tile_overlap": DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        "max_memory": None if args.max_memory is None else args.max_memory << 20,
+        "precision": args.precision,
+        "device": args.device,
+        "backend": args.backend,
+    }
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
