@@ -1,7 +1,8 @@
 """Video upscaling throughput, time outside the network and peak memory.
 
-Usage: PYTHONPATH=src:. python benchmarks/video.py [--threads 2] [--long-threads 1] [--json rows.json]
-       [--seconds 2] [--emt-seconds 0.5] [--long 10,60] [--update-doc docs/benchmarks.md]
+Usage: PYTHONPATH=src:. python benchmarks/video.py [--threads 2] [--json rows.json]
+       [--seconds 2] [--emt-seconds 0.5] [--long 10,60] [--long-rate 30] [--long-threads 1]
+       [--update-doc docs/benchmarks.md] [--rows saved.json ...]
 
 Writes real H.264 + AAC clips (moving texture, sine tone) with PyAV and upscales each in
 its own process with :func:`lightsr.video.transcode` (default H.264 output), recording
@@ -40,7 +41,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--long-threads", type=int, default=1, help="torch threads for the RSS-check clips"
     )
+    parser.add_argument(
+        "--long-rate", type=int, default=RATE, help="frame rate of the RSS-check clips"
+    )
     parser.add_argument("--json", type=Path, help="also save the rows here")
+    parser.add_argument(
+        "--rows", type=Path, nargs="+", help="render these saved rows (--json files); no runs"
+    )
     parser.add_argument("--update-doc", type=Path, help="Markdown page to put the table in")
     parser.add_argument(
         "--worker", nargs=3, metavar=("CLIP", "MODEL", "THREADS"), help=argparse.SUPPRESS
@@ -139,23 +146,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip, model, threads = args.worker
         worker(clip, model, int(threads))
         return 0
+    if args.rows:
+        rows = [row for path in args.rows for row in json.loads(path.read_text())]
+        return finish(rows, args)
     from tests.video_clips import Clip, make_clip
 
     long_seconds = [float(s) for s in args.long.split(",") if s]
     emt = shared_dir() / "weights" / "official" / "EMT" / "EMT_LSR_x4.pth"
     emt_model = str(emt) if emt.exists() else "emt"
     cases = [
-        ("320×180 ×4", 320, 180, args.seconds, "default", args.threads),
-        ("320×180 ×4, short clip", 320, 180, args.emt_seconds, emt_model, args.threads),
-        *[(f"{s:g} s clip", 64, 36, s, "default", args.long_threads) for s in long_seconds],
+        ("320×180 ×4", 320, 180, args.seconds, RATE, "default", args.threads),
+        ("320×180 ×4, short clip", 320, 180, args.emt_seconds, RATE, emt_model, args.threads),
+        *[
+            (f"{s:g} s clip", 64, 36, s, args.long_rate, "default", args.long_threads)
+            for s in long_seconds
+        ],
     ]
     rows = []
     with TemporaryDirectory() as folder:
-        for name, width, height, seconds, model, threads in cases:
-            frames = round(seconds * RATE)
+        for name, width, height, seconds, rate, model, threads in cases:
+            frames = round(seconds * rate)
+            if not frames:
+                continue
             clip = make_clip(
                 Path(folder) / f"clip_{width}x{height}_{frames}.mp4",
-                Clip(width=width, height=height, frames=frames, rate=RATE),
+                Clip(width=width, height=height, frames=frames, rate=rate),
             )
             before = load()
             row = measure(clip, model, threads)
@@ -163,10 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             row["model"] = "emt" if model.endswith(".pth") else row["model"]
             rows.append(row)
             print(json.dumps(row), flush=True)
-    text = table(rows)
-    print(text)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    return finish(rows, args)
+
+
+def finish(rows: list[dict], args: argparse.Namespace) -> int:
+    """Print the table and put it in ``--update-doc``'s page."""
+    text = table(rows)
+    print(text)
     if args.update_doc:
         update_doc(args.update_doc, text)
     return 0
