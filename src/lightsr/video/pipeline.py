@@ -55,7 +55,7 @@ from lightsr.video.formats import (
 
 # Frames each queue holds: enough to keep every stage busy, few enough to bound memory.
 QUEUE_FRAMES = 4
-# Frames per forward pass by default, per device type (CPU: batching is not faster).
+# Frames per forward pass by default, per device type (CPU: batching showed no clear gain).
 DEFAULT_BATCH = {"cpu": 1, "cuda": 4}
 # How often (seconds) a stage blocked on a queue checks whether another stage failed.
 _POLL = 0.1
