@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     raise UsageError("video needs PyAV: pip install 'lightsr[video]'") from None
 
 from lightsr.api import Upscaler
-from lightsr.inference import DEFAULT_TILE_OVERLAP, upscale_batch
+from lightsr.inference import upscale_batch
 from lightsr.paths import replaced_atomically
 from lightsr.video.color import RGB, ColorTags, frame_to_rgb, rgb_to_frame
 from lightsr.video.formats import (
@@ -142,8 +142,6 @@ def upscale_video(
     source: str | os.PathLike,
     target: str | os.PathLike,
     model: Any = None,
-    scale: int | None = None,
-    weights: str | os.PathLike | None = None,
     *,
     codec: str = DEFAULT_CODEC,
     crf: int | None = None,
@@ -152,13 +150,8 @@ def upscale_video(
     start: float | None = None,
     duration: float | None = None,
     batch: int | None = None,
-    tile: int | None = None,
-    tile_overlap: int = DEFAULT_TILE_OVERLAP,
-    max_memory: int | None = None,
-    precision: str = "fp32",
-    device: str = "auto",
-    backend: str = "torch",
     progress: ProgressCallback | None = None,
+    **engine: Any,
 ) -> VideoReport:
     """Super-resolve a video file, keeping its audio, subtitles, timing and colour.
 
@@ -166,8 +159,10 @@ def upscale_video(
     >>> lightsr.upscale_video("clip.mp4", "clip_x4.mp4")                   # H.264, x4
     >>> lightsr.upscale_video("clip.mkv", "big.mkv", model="emt", codec="h265", crf=22)
 
-    Takes the model arguments of :class:`lightsr.api.Upscaler` and the encoding choices of
-    :class:`VideoOptions`; ``progress`` is called as ``progress(frames_done, frames_total)``
+    ``model`` and the keyword arguments in ``engine`` (``scale``, ``weights``, ``tile``,
+    ``tile_overlap``, ``max_memory``, ``precision``, ``device``, ``backend``) are those of
+    :class:`lightsr.api.Upscaler`; the others are the encoding choices of
+    :class:`VideoOptions`. ``progress`` is called as ``progress(frames_done, frames_total)``
     (the total is an estimate from the container, 0 when unknown). To upscale many videos,
     build one :class:`~lightsr.api.Upscaler` and call :func:`transcode`.
 
@@ -179,18 +174,7 @@ def upscale_video(
     options = VideoOptions(codec, crf, preset, pix_fmt, start, duration, batch)
     options.check()
     check_output_suffix(Path(target), codec)
-    upscaler = Upscaler(
-        model=model,
-        scale=scale,
-        weights=weights,
-        tile=tile,
-        tile_overlap=tile_overlap,
-        max_memory=max_memory,
-        precision=precision,
-        device=device,
-        backend=backend,
-    )
-    return transcode(upscaler, source, target, options, progress)
+    return transcode(Upscaler(model, **engine), source, target, options, progress)
 
 
 def transcode(
