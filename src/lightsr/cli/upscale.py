@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lightsr.inference import ProgressCallback
 
 EPILOG = """\
-OUT is a file when INPUT is a single file and OUT has an image extension; otherwise it is a
+OUT is a file when INPUT is a single file and OUT has an image (or video) extension; else a
 folder that mirrors the input tree, each output named <stem><suffix>.<ext>. Large images
 are processed in tiles automatically; --tile forces a tile size. Existing outputs are kept
 unless --overwrite is given. Exit status: 0 all written, 1 some image failed, 2 usage error,
