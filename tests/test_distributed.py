@@ -155,6 +155,8 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
         "foremanx4_x4.png",
     ]
     assert all(r["input"].startswith("file:///") for r in added)
+    assert main(argv[:-1]) == 0
+    assert capsys.readouterr().out == "nothing to do: all 4 images are already done\n"
 
 
 def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch):

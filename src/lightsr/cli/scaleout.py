@@ -63,6 +63,8 @@ def run_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
         display.close()
     if args.json:
         print(json.dumps(report.to_dict()))
+    elif report.skipped == report.images:
+        print(f"nothing to do: all {report.images} images are already done")
     else:
         failed = f", {len(report.failures)} failed" if report.failures else ""
         print(
