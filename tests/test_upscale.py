@@ -196,7 +196,7 @@ def test_cli_existing_output_needs_overwrite(tmp_path, photo, tiny, capsys):
     write_image(tmp_path / "in.png", photo)
     (tmp_path / "out.png").write_bytes(b"keep me")
     args = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png")]
-    assert main(args) == 1
+    assert main(args) == 2  # nothing done, as for every command that writes
     assert (tmp_path / "out.png").read_bytes() == b"keep me"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exists" in err[0] and "--overwrite" in err[0]
