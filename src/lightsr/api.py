@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lightsr.batch import DEFAULT_SCALE
-from lightsr.errors import ImageError, UsageError
+from lightsr.errors import CheckpointError, ImageError, UsageError
 from lightsr.export import cached_export
 from lightsr.imresize import imresize
 from lightsr.inference import (
@@ -242,7 +242,12 @@ def _onnx_network(
             raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
         return network
     torch_model = _load_network(model, scale, weights)
-    return load_onnx_model(cached_export(torch_model, half=precision == "fp16"), threads)
+    path = cached_export(torch_model, half=precision == "fp16")
+    try:
+        return load_onnx_model(path, threads)
+    except CheckpointError:  # a damaged cache file (disk full, killed copy): export again
+        path.unlink(missing_ok=True)
+        return load_onnx_model(cached_export(torch_model, half=precision == "fp16"), threads)
 
 
 def _check_pixels(pixels: object) -> None:

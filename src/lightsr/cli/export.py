@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="compare ONNX Runtime with torch at 3 sizes"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary")
     parser.set_defaults(func=run)
 
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.errors import UsageError
     from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, parse_size, verify_onnx
     from lightsr.models import resolve_model
+    from lightsr.paths import check_output_path
 
+    check_output_path(args.output, args.overwrite)
     static = None if args.static is None else parse_size(args.static)
     if args.model is not None and args.scale is None:
         raise UsageError("--model needs --scale")
