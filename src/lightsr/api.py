@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lightsr.batch import DEFAULT_SCALE
 from lightsr.errors import CheckpointError, ImageError, UsageError
 from lightsr.export import cached_export
 from lightsr.imresize import imresize
@@ -19,16 +18,14 @@ from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
     prepare_model,
-    resolve_device,
-    resolve_precision,
     upscale_array,
 )
 from lightsr.io import read_image
 from lightsr.models import SRModel
+from lightsr.options import BACKENDS, DEFAULT_SCALE, resolve_device, resolve_precision
 from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
 
 BICUBIC = "bicubic"
-BACKENDS = ("torch", "onnxruntime")
 
 ImageInput = np.ndarray | str | os.PathLike
 

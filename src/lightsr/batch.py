@@ -15,19 +15,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from lightsr.errors import ImageError, UsageError
 from lightsr.imageinfo import check_output_format, check_pixel_limit, read_image_info
+from lightsr.options import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
     from lightsr.inference import ProgressCallback
 
-# Upscaling factor when neither the options nor the weights give one.
-DEFAULT_SCALE = 4
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -169,10 +167,7 @@ def plan_jobs(
             replace its own input.
     """
     output = Path(output)
-    if output_format is not None:
-        output_format = "." + output_format.lower().lstrip(".")
-        if output_format not in IMAGE_SUFFIXES:
-            raise UsageError(f"unknown output format {output_format[1:]!r}")
+    output_format = format_suffix(output_format)
     if any(separator in suffix for separator in (os.sep, "/", "\0")) or suffix in (".", ".."):
         raise UsageError(f"--suffix must be part of a file name, not a path: {suffix!r}")
     found = find_inputs(inputs, recursive)
@@ -190,7 +185,7 @@ def plan_jobs(
             if not _in_output(image, relative, output)
         ]
         jobs = [
-            Job(image, output / relative.parent / _output_name(image, suffix, output_format))
+            Job(image, output / relative.parent / output_name(image, suffix, output_format))
             for image, relative in found
         ]
         jobs = _without_earlier_outputs(jobs)
@@ -236,7 +231,23 @@ def _glob_base(pattern: str) -> Path:
     return Path(*parts[:first_wild])
 
 
-def _output_name(image: Path, suffix: str, output_format: str | None) -> str:
+def format_suffix(output_format: str | None) -> str | None:
+    """The file extension for an output format: ``"PNG"`` → ``".png"``; ``None`` stays.
+
+    Raises:
+        UsageError: not a format lightsr writes.
+    """
+    if output_format is None:
+        return None
+    suffix = "." + output_format.lower().lstrip(".")
+    if suffix not in IMAGE_SUFFIXES:
+        raise UsageError(f"unknown output format {suffix[1:]!r}")
+    return suffix
+
+
+def output_name(image: PurePath, suffix: str, output_format: str | None) -> str:
+    """An output's file name: ``image``'s stem, ``suffix``, then ``output_format`` (from
+    :func:`format_suffix`) or ``image``'s own extension."""
     return image.stem + suffix + (output_format or image.suffix)
 
 

@@ -10,7 +10,8 @@ Exit codes of every ``lightsr`` command (also in ``lightsr --help`` and the READ
 1    a batch ran but some inputs failed; each failure is one line on stderr
 2    nothing was done: bad arguments or option values, unreadable or invalid input
      (image, checkpoint, config), an existing output without ``--overwrite``
-3    an unexpected internal error (a bug: please report it; ``--verbose`` shows the
+3    the Ray cluster failed (``lightsr upscale --ray``)
+4    an unexpected internal error (a bug: please report it; ``--verbose`` shows the
      traceback)
 130  interrupted (Ctrl-C)
 ==== =====================================================================================
@@ -21,7 +22,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_ERROR = 2
-EXIT_INTERNAL = 3
+EXIT_CLUSTER = 3
+EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -30,7 +32,8 @@ exit codes:
   1    a batch ran but some inputs failed (each one named on stderr)
   2    nothing done: bad arguments, invalid input or checkpoint, existing output
        without --overwrite (one line on stderr)
-  3    internal error (a bug; --verbose shows the traceback)
+  3    the Ray cluster failed (upscale --ray)
+  4    internal error (a bug; --verbose shows the traceback)
   130  interrupted
 """
 

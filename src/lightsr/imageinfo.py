@@ -9,6 +9,7 @@ inputs before it imports numpy, OpenCV or torch.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lightsr.errors import ImageError
+from lightsr.options import IMAGE_FORMATS
 
 # The default limit is sized for a x4 upscale of 8-bit RGB: input, output and the encoded
 # output (2 x 16 x 3 bytes) plus the input and its float copy, per input pixel.
@@ -23,22 +25,15 @@ BYTES_PER_INPUT_PIXEL = 112
 # Whatever the memory, the default never exceeds 16384x16384 (the largest WebP): larger
 # inputs take hours on a CPU and are almost always bombs; --max-pixels lifts it.
 DEFAULT_PIXEL_CEILING = 16384 * 16384
-# Output formats by file extension, and what each can store.
-WRITE_FORMATS = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".webp": "WebP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
+# What each output format can store.
 SIXTEEN_BIT_FORMATS = frozenset(("PNG", "TIFF"))
 ALPHA_FORMATS = frozenset(("PNG", "WebP", "TIFF", "BMP"))
 MAX_SIDES = {"JPEG": 65535, "WebP": 16383}
 _JPEG_SOF = frozenset(
     (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
 )
+# Markers without a length field (TEM, restart markers).
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
 
@@ -90,7 +85,7 @@ def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scal
     """Raise :class:`ImageError` if ``target``'s format cannot store ``source`` upscaled by
     ``scale`` (alpha or 16-bit samples to JPEG, sides over the format's maximum), so that
     the problem is found before the upscale rather than after it."""
-    image_format = WRITE_FORMATS.get(target.suffix.lower())
+    image_format = IMAGE_FORMATS.get(target.suffix.lower())
     if image_format is None:
         return  # the caller checks extensions when it plans the outputs
     if info.alpha and image_format not in ALPHA_FORMATS:
@@ -121,22 +116,33 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
         raise ImageError(f"{path}: is a folder, not an image file")
     try:
         with open(path, "rb") as file:
-            head = file.read(32)
-            if not head:
-                raise ImageError(f"{path}: empty file (0 bytes)")
-            image_format = sniff_format(head)
-            if image_format is None:
-                raise ImageError(f"{path}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
-            file.seek(0)
-            info = _PARSERS[image_format](file)
+            return _parse(file, path)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def image_info(data: bytes, name: str | os.PathLike = "image") -> ImageInfo:
+    """:func:`read_image_info` of an image file held in memory; ``name`` stands for it in
+    error messages."""
+    return _parse(io.BytesIO(data), name)
+
+
+def _parse(file: BinaryIO, name: str | os.PathLike) -> ImageInfo:
+    head = file.read(32)
+    if not head:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    image_format = sniff_format(head)
+    if image_format is None:
+        raise ImageError(f"{name}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
+    file.seek(0)
+    try:
+        info = _PARSERS[image_format](file)
     except (struct.error, _Truncated):
-        raise ImageError(f"{path}: truncated or damaged {image_format} header") from None
+        raise ImageError(f"{name}: truncated or damaged {image_format} header") from None
     if info.width < 1 or info.height < 1:
-        raise ImageError(f"{path}: {image_format} header declares {info.width}x{info.height}")
+        raise ImageError(f"{name}: {image_format} header declares {info.width}x{info.height}")
     return info
 
 
@@ -188,6 +194,8 @@ def _jpeg(file: BinaryIO) -> ImageInfo:
             marker = marker[1:] + _read(file, 1)
         if marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):  # end of image, start of scan
             raise _Truncated
+        if marker[1] in _JPEG_STANDALONE:
+            continue
         (length,) = struct.unpack(">H", _read(file, 2))
         if marker[1] in _JPEG_SOF:
             bits, height, width = struct.unpack(">BHH", _read(file, 5))

@@ -22,15 +22,13 @@ from lightsr.errors import ImageError
 from lightsr.imageinfo import (
     ALPHA_FORMATS,
     SIXTEEN_BIT_FORMATS,
-    WRITE_FORMATS,
     check_pixel_limit,
+    image_info,
     read_image_info,
 )
+from lightsr.options import IMAGE_FORMATS, pixel_max
 from lightsr.paths import replaced_atomically
 from lightsr.quiet import quiet_native_stderr
-
-_MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
 
 # ----------------------------------------------------------------------------- reading
 
@@ -39,8 +37,8 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """Read an image file in its native bit depth.
 
     JPEG EXIF orientation is applied, so the array is the image as viewers show it. The
-    size declared in the header is checked against ``max_pixels`` before anything is
-    decoded (see :mod:`lightsr.imageinfo`).
+    size declared in the header is checked against ``max_pixels`` before the rest of the
+    file is read (see :mod:`lightsr.imageinfo`).
 
     Args:
         path: a PNG, JPEG, WebP, TIFF or BMP file.
@@ -55,12 +53,26 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
             pixel limit, or holds samples that are not 8/16-bit unsigned integers.
     """
     path = Path(path)
-    info = read_image_info(path)
-    check_pixel_limit(info, path, max_pixels)
+    check_pixel_limit(read_image_info(path), path, max_pixels)
+    return decode_image(_read_bytes(path), path, max_pixels=0)
+
+
+def decode_image(
+    data: bytes, name: str | os.PathLike = "image", max_pixels: int | None = None
+) -> np.ndarray:
+    """Decode an image file held in memory, as :func:`read_image` does (EXIF orientation
+    applied, header checked against ``max_pixels`` first); ``name`` stands for it in error
+    messages.
+
+    Raises:
+        ImageError: not a supported format, damaged, over the pixel limit, or not 8/16-bit
+            samples.
+    """
+    info = image_info(data, name)
+    check_pixel_limit(info, name, max_pixels)
     image_format = info.format
-    data = _read_bytes(path)
     if image_format == "PNG" and not _png_is_complete(data):
-        raise ImageError(f"{path}: truncated or damaged PNG data")
+        raise ImageError(f"{name}: truncated or damaged PNG data")
     # IMREAD_UNCHANGED ignores EXIF orientation; for JPEG (never alpha) the ANYCOLOR|ANYDEPTH
     # flags keep gray as gray while letting OpenCV rotate/flip per the orientation tag.
     flags = (
@@ -74,10 +86,10 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     except cv2.error:  # OpenCV's own size limits, allocation failures
         image = None
     if image is None:
-        raise ImageError(f"{path}: cannot decode {image_format} data (damaged or truncated)")
-    if image.dtype not in _MAX_VALUES:
-        raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
-    return _to_rgb_order(image, path)
+        raise ImageError(f"{name}: cannot decode {image_format} data (damaged or truncated)")
+    if pixel_max(image.dtype) is None:
+        raise ImageError(f"{name}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
+    return _to_rgb_order(image, name)
 
 
 def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
@@ -131,7 +143,7 @@ def _quiet_opencv() -> Iterator[None]:
         logging.setLogLevel(previous)
 
 
-def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb_order(image: np.ndarray, name: str | os.PathLike) -> np.ndarray:
     if image.ndim == 2:
         return image
     channels = image.shape[2]
@@ -141,7 +153,7 @@ def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    raise ImageError(f"{path}: unsupported number of channels ({channels})")
+    raise ImageError(f"{name}: unsupported number of channels ({channels})")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -172,17 +184,30 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
             file could not be encoded or written.
     """
     path = Path(path)
-    image_format = WRITE_FORMATS.get(path.suffix.lower())
-    if image_format is None:
-        known = ", ".join(sorted(WRITE_FORMATS))
-        raise ImageError(f"{path}: unknown image extension {path.suffix!r} (use one of {known})")
-    encoded = _encode(image, image_format, path, quality)
-    _write_atomically(path, encoded)
+    _write_atomically(path, _encode_for(path, image, quality))
     return path
 
 
+def encode_image(image: np.ndarray, extension: str, quality: int | None = None) -> np.ndarray:
+    """Encode ``image`` in memory: the bytes :func:`write_image` writes to a file whose name
+    ends in ``extension`` (``".png"``, ``".jpg"``, ``".webp"``, ...), with the same checks.
+
+    Returns:
+        The encoded file as a 1-D uint8 array.
+    """
+    return _encode_for(Path(f"image{extension}"), image, quality)
+
+
+def _encode_for(path: Path, image: np.ndarray, quality: int | None) -> np.ndarray:
+    image_format = IMAGE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        known = ", ".join(sorted(IMAGE_FORMATS))
+        raise ImageError(f"{path}: unknown image extension {path.suffix!r} (use one of {known})")
+    return _encode(image, image_format, path, quality)
+
+
 def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> np.ndarray:
-    if image.dtype not in _MAX_VALUES:
+    if pixel_max(image.dtype) is None:
         raise ImageError(f"{path}: cannot write {image.dtype} pixels; convert to uint8/uint16")
     if image.dtype == np.uint16 and image_format not in SIXTEEN_BIT_FORMATS:
         raise ImageError(f"{path}: {image_format} cannot store 16-bit images; use PNG or TIFF")
@@ -255,7 +280,7 @@ def _write_atomically(path: Path, data: bytes | np.ndarray) -> None:
 
 def to_float(image: np.ndarray) -> np.ndarray:
     """uint8/uint16 pixels → float32 in [0, 1] (÷255 or ÷65535)."""
-    max_value = _MAX_VALUES.get(image.dtype)
+    max_value = pixel_max(image.dtype)
     if max_value is None:
         raise ImageError(f"expected uint8 or uint16 pixels, got {image.dtype}")
     return image.astype(np.float32) / np.float32(max_value)
@@ -264,7 +289,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
 def from_float(image: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
     """Float pixels in [0, 1] → ``dtype`` (uint8/uint16): clamp, scale, round, cast."""
     dtype = np.dtype(dtype)
-    max_value = _MAX_VALUES.get(dtype)
+    max_value = pixel_max(dtype)
     if max_value is None:
         raise ImageError(f"can only convert to uint8 or uint16, not {dtype}")
     scaled = np.clip(image, 0.0, 1.0) * max_value

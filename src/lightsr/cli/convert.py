@@ -26,7 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.paths import check_output_path
 
     check_output_path(args.destination, args.overwrite)
-
     model = convert_checkpoint(args.source, args.destination, half=args.half)
     print(f"{args.destination}: {model.variant} x{model.scale}")
     return 0

@@ -28,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.paths import check_output_path
 
     check_output_path(args.destination, args.overwrite)
-
     model = reparameterize_checkpoint(args.source, args.destination, half=args.half)
     n_params = sum(p.numel() for p in model.module.parameters())
     print(f"{args.destination}: {model.variant} x{model.scale}, deploy form, {n_params:,} params")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from lightsr.cli import scaleout
 from lightsr.errors import UsageError
+from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
@@ -22,12 +24,14 @@ a tile size. Inputs are checked from their headers before the model loads: large
 --max-pixels, unreadable, or not storable in the output format fail at once. Existing
 outputs stop the command unless --overwrite (replace them) or --skip-existing (keep them).
 EXIF (orientation reset), ICC profile and DPI of the input are kept in the output.
-Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usage error).
+Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usage error),
+3 Ray failed (--ray).
 
 Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
+  lightsr upscale s3://bucket/frames -o /mnt/shared/frames_x4 --ray auto
 """
 
 
@@ -63,9 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
         "--suffix", metavar="TEXT", help="added to output file names (default: _x<S>)"
     )
@@ -95,15 +99,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100 (101: lossless WebP)"
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    scaleout.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Inputs are planned and checked from their headers before torch is imported, so that
     # typos, bombs and unwritable formats fail fast and cheaply.
-    from lightsr.batch import DEFAULT_SCALE, BatchReport, check_existing, check_jobs
+    from lightsr.batch import BatchReport, check_existing, check_jobs
+    from lightsr.options import DEFAULT_SCALE
 
     _check_numbers(args)
+    scaleout.check_arguments(args)
+    if args.ray is not None:
+        return scaleout.run_on_ray(args, _upscaler_options(args))
     jobs = _plan(args, args.scale or DEFAULT_SCALE)
     upscaler = None
     if args.scale is None and args.weights is not None:  # the scale is the weights'
@@ -148,21 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _upscaler(args: argparse.Namespace) -> Upscaler:
     from lightsr.api import Upscaler
-    from lightsr.inference import DEFAULT_TILE_OVERLAP
 
-    return Upscaler(
-        model=args.model,
-        scale=args.scale,
-        weights=args.weights,
-        tile=args.tile,
-        tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
-        max_memory=None if args.max_memory is None else args.max_memory << 20,
-        precision=args.precision,
-        device=args.device,
-        backend=args.backend,
-        outscale=args.outscale,
-        threads=args.threads,
-    )
+    return Upscaler(**_upscaler_options(args))
 
 
 def _plan(args: argparse.Namespace, scale: int) -> list[Job]:
@@ -170,6 +166,25 @@ def _plan(args: argparse.Namespace, scale: int) -> list[Job]:
 
     suffix = f"_x{args.outscale or scale:g}" if args.suffix is None else args.suffix
     return plan_jobs(args.inputs, args.output, suffix, args.format, args.recursive)
+
+
+def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :class:`~lightsr.api.Upscaler` that ``args`` give."""
+    from lightsr.inference import DEFAULT_TILE_OVERLAP
+
+    return {
+        "model": args.model,
+        "scale": args.scale,
+        "weights": args.weights,
+        "tile": args.tile,
+        "tile_overlap": DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        "max_memory": None if args.max_memory is None else args.max_memory << 20,
+        "precision": args.precision,
+        "device": args.device,
+        "backend": args.backend,
+        "outscale": args.outscale,
+        "threads": args.threads,
+    }
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
