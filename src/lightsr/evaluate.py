@@ -10,13 +10,11 @@ the Y channel with ``scale`` pixels cropped from each border.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from lightsr.errors import ImageError, UsageError
 from lightsr.imresize import imresize, mod_crop
@@ -24,6 +22,7 @@ from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_im
 from lightsr.metrics import SSIM_WINDOW, psnr, ssim
 from lightsr.models import SRModel
 from lightsr.paths import shared_dir
+from lightsr.progress import progress_bar
 
 # Folder holding test sets by name (Set5/, Set14/, ...), searched before the shared one.
 DATA_VARIABLE = "LIGHTSR_DATA"
@@ -150,13 +149,8 @@ def evaluate(
         model=BICUBIC if model is None else model.variant,
         lr_generated=not lr_dir.is_dir(),
     )
-    bar = tqdm(
-        hr_paths,
-        desc=f"{result.dataset} x{scale}",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
+    bar = progress_bar(
+        hr_paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
     )
     for hr_path in bar:
         hr = mod_crop(read_rgb_uint8(hr_path), scale)

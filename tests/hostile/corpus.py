@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lightsr.archs import build_model
-from lightsr.io import write_image
+from lightsr.io import encode_image
 
 FORMATS = ("png", "jpg", "webp", "tif", "bmp")
 
@@ -67,7 +67,7 @@ def png_bomb(path: Path, side: int) -> Path:
 def header_bomb(path: Path, image_format: str, width: int, height: int) -> Path:
     """A small file of ``image_format`` whose header declares ``width`` x ``height``: a
     real image's file with its size fields rewritten."""
-    data = bytearray(write_image(path.with_suffix(f".{image_format}"), photo()).read_bytes())
+    data = bytearray(encode_image(photo(), f".{image_format}").tobytes())
     if image_format == "png":
         data[16:24] = struct.pack(">II", width, height)
         data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
@@ -100,7 +100,7 @@ def _tiff_header(width: int, height: int) -> bytes:
 
 def truncated(path: Path, image_format: str, fraction: float) -> Path:
     """A real image of ``image_format`` cut to ``fraction`` of its bytes."""
-    data = write_image(path.with_suffix(f".full.{image_format}"), photo()).read_bytes()
+    data = encode_image(photo(), f".{image_format}").tobytes()
     path.write_bytes(data[: max(int(len(data) * fraction), 1)])
     return path
 
@@ -114,7 +114,7 @@ def state_dict(variant: str = "fmen_s", scale: int = 4) -> dict[str, torch.Tenso
 
 
 def bad_checkpoint(path: Path, kind: str) -> Path:
-    """A checkpoint of FMEN-S x4 spoiled in one way (``kind``); returns its path."""
+    """A checkpoint of FMEN-S x4 spoiled in one way (``kind``; ``"valid"``: not spoiled)."""
     weights = state_dict()
     first = next(iter(weights))
     if kind == "int8":
@@ -141,14 +141,15 @@ class _RunsCode:
         return (os.system, (self.command,))
 
 
-def code_pickle(path: Path, marker: Path) -> Path:
-    """A .pth whose unpickling would create ``marker`` by running a shell command."""
+def code_pickle(path: Path, marker: Path, protocol: int | None) -> Path:
+    """A plain-pickle .pth whose unpickling would create ``marker`` with a shell command."""
     with open(path, "wb") as file:
-        pickle.dump({"params": {"head.weight": _RunsCode(f"touch {marker}")}}, file)
+        payload = {"params": {"head.weight": _RunsCode(f"touch {marker}")}}
+        pickle.dump(payload, file, protocol=protocol)
     return path
 
 
-def torch_code_pickle(path: Path, marker: Path) -> Path:
+def torch_code_pickle(path: Path, marker: Path, protocol: None = None) -> Path:
     """The same, saved by ``torch.save`` (zip container)."""
     torch.save({"params": _RunsCode(f"touch {marker}")}, path)
     return path

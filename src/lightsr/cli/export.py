@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, verify_onnx
     from lightsr.models import resolve_model
     from lightsr.paths import check_output_path
+    from lightsr.progress import heartbeat
 
     check_output_path(args.output, args.overwrite)
     static = None if args.static is None else parse_size(args.static, "--static")
@@ -70,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.weights)
         if args.scale is not None and args.scale != model.scale:
             raise UsageError(f"{args.weights} is a x{model.scale} model, not x{args.scale}")
-    result = export_onnx(model, args.output, opset=opset, half=args.fp16, static=static)
-    diffs = verify_onnx(result.path, model, half=args.fp16) if args.verify else {}
+    with heartbeat(f"exporting {model.variant} x{model.scale} (1-3 min)", not args.json):
+        result = export_onnx(model, args.output, opset=opset, half=args.fp16, static=static)
+    with heartbeat("verifying with ONNX Runtime", args.verify and not args.json):
+        diffs = verify_onnx(result.path, model, half=args.fp16) if args.verify else {}
     summary = {
         "output": str(result.path),
         "variant": model.variant,

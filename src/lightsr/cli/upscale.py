@@ -222,9 +222,12 @@ class _Display:
     def __init__(self, total: int, quiet: bool) -> None:
         from tqdm import tqdm
 
+        from lightsr.progress import progress_bar
+
         self._tqdm = tqdm
+        self._bar = progress_bar
         self.quiet = quiet
-        self.images = tqdm(total=total, unit="img", file=sys.stderr, disable=quiet or None)
+        self.images = progress_bar(total=total, unit="img", enabled=not quiet)
         self.tiles = None
 
     def tile_progress(self, job: Job) -> ProgressCallback | None:
@@ -235,14 +238,7 @@ class _Display:
             if total <= 1:
                 return
             if self.tiles is None:
-                self.tiles = self._tqdm(
-                    total=total,
-                    desc=job.source.name,
-                    unit="tile",
-                    file=sys.stderr,
-                    leave=False,
-                    disable=None,
-                )
+                self.tiles = self._bar(total=total, desc=job.source.name, unit="tile", leave=False)
             if done < self.tiles.n:  # RGBA: the alpha channel is a second pass
                 self.tiles.reset(total=total)
             self.tiles.update(done - self.tiles.n)
