@@ -359,6 +359,7 @@ def _run_job(
     import torch
 
     from lightsr.io import read_image, write_image
+    from lightsr.metadata import read_metadata
 
     result = JobResult(job)
     if job.target.exists() and not overwrite:
@@ -369,7 +370,7 @@ def _run_job(
         result.input_size = (image.shape[1], image.shape[0])
         output = upscaler(image, progress)
         del image
-        write_image(job.target, output, quality)
+        write_image(job.target, output, quality, read_metadata(job.source))
         result.output_size = (output.shape[1], output.shape[0])
     except ImageError as exc:
         result.error = str(exc) if str(job.source) in str(exc) else f"{job.source}: {exc}"

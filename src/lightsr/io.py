@@ -26,6 +26,7 @@ from lightsr.imageinfo import (
     image_info,
     read_image_info,
 )
+from lightsr.metadata import Metadata, embed_metadata
 from lightsr.options import IMAGE_FORMATS, pixel_max
 from lightsr.paths import replaced_atomically
 from lightsr.quiet import quiet_native_stderr
@@ -159,7 +160,12 @@ def _to_rgb_order(image: np.ndarray, name: str | os.PathLike) -> np.ndarray:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None = None) -> Path:
+def write_image(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    quality: int | None = None,
+    metadata: Metadata | None = None,
+) -> Path:
     """Write ``image`` atomically; the format comes from the file extension.
 
     The file is encoded in memory, written to a temporary file in the target folder and
@@ -175,6 +181,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
         image: uint8 or uint16 array, (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA.
         quality: 1-100 for JPEG and WebP (WebP above 100 is lossless); lossless formats
             ignore it. ``None`` uses OpenCV's defaults (JPEG 95, WebP lossless).
+        metadata: EXIF, ICC profile and DPI to store (PNG and JPEG; see
+            :mod:`lightsr.metadata`).
 
     Returns:
         The path written.
@@ -184,7 +192,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
             file could not be encoded or written.
     """
     path = Path(path)
-    _write_atomically(path, _encode_for(path, image, quality))
+    encoded = _encode_for(path, image, quality)
+    if metadata:
+        image_format = IMAGE_FORMATS[path.suffix.lower()]
+        encoded = embed_metadata(encoded.tobytes(), image_format, metadata)
+    _write_atomically(path, encoded)
     return path
 
 
