@@ -38,7 +38,7 @@ import torch
 
 from lightsr.api import Upscaler
 from lightsr.batch import format_suffix, output_name, plan_jobs
-from lightsr.errors import ImageError, LightSRError, UsageError
+from lightsr.errors import EXIT_CLUSTER, ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
 from lightsr.options import IMAGE_SUFFIXES, resolve_device
 from lightsr.ort import OrtModel, create_session
@@ -56,7 +56,7 @@ ResultCallback = Callable[[dict[str, Any]], None]
 class ClusterError(LightSRError):
     """Ray is missing, the cluster cannot be reached, or the job failed on it."""
 
-    exit_code = 3
+    exit_code = EXIT_CLUSTER
 
 
 @dataclass
