@@ -155,6 +155,8 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
         "foremanx4_x4.png",
     ]
     assert all(r["input"].startswith("file:///") for r in added)
+    assert main(argv[:-1]) == 0
+    assert capsys.readouterr().out == "nothing to do: all 4 images are already done\n"
 
 
 def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch):
@@ -164,7 +166,7 @@ def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch)
     source = set14 / "facex4.png"
     plain = tmp_path / "plain.png"
     assert main(["upscale", str(source), "-o", str(plain), "--backend", "onnxruntime"]) == 0
-    actor = _UpscaleActor({"backend": "onnxruntime"}, threads=1, quality=None)
+    actor = _UpscaleActor({"backend": "onnxruntime", "threads": 1}, quality=None, max_pixels=None)
     assert actor.upscaler.network.session.get_session_options().intra_op_num_threads == 1
     broken = tmp_path / "broken.png"
     broken.write_bytes(source.read_bytes()[:300])
