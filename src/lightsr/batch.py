@@ -19,7 +19,12 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from lightsr.errors import ImageError, UsageError
-from lightsr.imageinfo import check_output_format, check_pixel_limit, read_image_info
+from lightsr.imageinfo import (
+    check_output_format,
+    check_pixel_limit,
+    default_max_pixels,
+    read_image_info,
+)
 from lightsr.options import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -285,7 +290,7 @@ def check_existing(jobs: Sequence[Job], overwrite: bool, skip_existing: bool) ->
 
 
 def check_jobs(
-    jobs: Sequence[Job], scale: int, max_pixels: int | None = None, skip_existing: bool = False
+    jobs: Sequence[Job], scale: float, max_pixels: int | None = None, skip_existing: bool = False
 ) -> tuple[list[Job], list[JobResult]]:
     """Split ``jobs`` into those to run and those decided from headers alone.
 
@@ -298,16 +303,17 @@ def check_jobs(
     """
     runnable: list[Job] = []
     decided: list[JobResult] = []
+    limit = default_max_pixels() if max_pixels is None else max_pixels
     for job in jobs:
         if skip_existing and job.target.exists():
             decided.append(JobResult(job, skipped=True))
             continue
         try:
             info = read_image_info(job.source)
-            check_pixel_limit(info, job.source, max_pixels)
+            check_pixel_limit(info, job.source, limit)
             check_output_format(info, job.source, job.target, scale)
         except ImageError as exc:
-            decided.append(JobResult(job, error=str(exc), input_size=None))
+            decided.append(JobResult(job, error=str(exc)))
             continue
         runnable.append(job)
     return runnable, decided

@@ -81,7 +81,7 @@ def check_pixel_limit(info: ImageInfo, path: str | os.PathLike, max_pixels: int 
         )
 
 
-def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scale: int) -> None:
+def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scale: float) -> None:
     """Raise :class:`ImageError` if ``target``'s format cannot store ``source`` upscaled by
     ``scale`` (alpha or 16-bit samples to JPEG, sides over the format's maximum), so that
     the problem is found before the upscale rather than after it."""
@@ -95,7 +95,7 @@ def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scal
             f"{source}: is {info.bits}-bit, which {image_format} cannot store ({target}); "
             "use PNG or TIFF"
         )
-    width, height = info.width * scale, info.height * scale
+    width, height = round(info.width * scale), round(info.height * scale)
     largest = MAX_SIDES.get(image_format)
     if largest is not None and max(width, height) > largest:
         raise ImageError(
