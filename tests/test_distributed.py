@@ -18,6 +18,7 @@ import time
 import psutil
 import pytest
 import ray
+import torch
 
 from lightsr.cli import main
 from lightsr.distributed import MANIFEST_NAME, _UpscaleActor, plan_dataset, upscale_dataset
@@ -70,6 +71,7 @@ def _actor_pids():
     ]
 
 
+@pytest.mark.slow
 def test_outputs_equal_plain_upscale_and_a_rerun_does_no_work(
     local_ray, set14, reference, tmp_path
 ):
@@ -87,6 +89,7 @@ def test_outputs_equal_plain_upscale_and_a_rerun_does_no_work(
     assert len(_manifest(out)) == len(SET14)
 
 
+@pytest.mark.slow
 def test_a_killed_actor_is_retried_and_every_image_is_written_once(
     local_ray, set14, reference, tmp_path
 ):
@@ -117,6 +120,7 @@ def test_a_killed_actor_is_retried_and_every_image_is_written_once(
     assert upscale_dataset(str(set14), out).written == 0
 
 
+@pytest.mark.slow
 def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, capsys, monkeypatch):
     """`--ray` with a file:// URI and a relative OUT: a recorded output, an unrecorded
     complete one, a truncated one and a cut-short manifest line; only the missing and
@@ -151,6 +155,8 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
         "foremanx4_x4.png",
     ]
     assert all(r["input"].startswith("file:///") for r in added)
+    assert main(argv[:-1]) == 0
+    assert capsys.readouterr().out == "nothing to do: all 4 images are already done\n"
 
 
 def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch):
@@ -160,7 +166,7 @@ def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch)
     source = set14 / "facex4.png"
     plain = tmp_path / "plain.png"
     assert main(["upscale", str(source), "-o", str(plain), "--backend", "onnxruntime"]) == 0
-    actor = _UpscaleActor({"backend": "onnxruntime"}, threads=1, quality=None)
+    actor = _UpscaleActor({"backend": "onnxruntime", "threads": 1}, quality=None, max_pixels=None)
     assert actor.upscaler.network.session.get_session_options().intra_op_num_threads == 1
     broken = tmp_path / "broken.png"
     broken.write_bytes(source.read_bytes()[:300])
@@ -188,6 +194,9 @@ def test_uri_and_local_inputs_are_planned_alike(set14, tmp_path):
 def test_option_errors_fail_before_ray_starts(set14, tmp_path, capsys):
     with pytest.raises(UsageError, match="precision"):
         upscale_dataset(str(set14), tmp_path, precision="fp8")
+    if not torch.cuda.is_available():  # Ray started here runs on this machine's devices
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            upscale_dataset(str(set14), tmp_path, device="cuda")
     assert main(["upscale", str(set14), "-o", str(tmp_path), "--ray-actors", "2"]) == 2
     assert main(["upscale", str(set14), "-o", str(tmp_path), "--ray", "--ray-threads", "0"]) == 2
     errors = capsys.readouterr().err.splitlines()

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,8 +40,8 @@ from lightsr.api import Upscaler
 from lightsr.batch import format_suffix, output_name, plan_jobs
 from lightsr.errors import EXIT_CLUSTER, ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
-from lightsr.options import IMAGE_SUFFIXES
-from lightsr.ort import OrtModel, create_session
+from lightsr.metadata import Metadata, parse_metadata, read_metadata
+from lightsr.options import IMAGE_SUFFIXES, resolve_device
 
 MANIFEST_NAME = ".lightsr-manifest.jsonl"
 # Upper bound on Ray Data blocks. Each block is one actor task, the unit of retry and of
@@ -99,6 +100,7 @@ def upscale_dataset(
     output_format: str | None = None,
     recursive: bool = False,
     quality: int | None = None,
+    max_pixels: int | None = None,
     overwrite: bool = False,
     on_result: ResultCallback | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -128,6 +130,7 @@ def upscale_dataset(
         suffix, output_format, recursive: as ``lightsr upscale``'s ``--suffix``,
             ``--format``, ``--recursive``.
         quality: JPEG/WebP quality, see :func:`lightsr.io.write_image`.
+        max_pixels: pixel limit of :func:`lightsr.io.read_image`.
         overwrite: redo every image, complete or not.
         on_result: called on the driver with each image's record as it completes
             (``input``, ``output``, ``bytes``, ``sha256``, ``error``).
@@ -141,9 +144,10 @@ def upscale_dataset(
     """
     if threads_per_actor < 1 or (actors is not None and actors < 1) or gpus_per_actor < 0:
         raise UsageError("actors and threads per actor must be positive, GPUs >= 0")
-    scale = _checked_scale(options)
+    scale = _checked_scale(options, local=address is None)
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-    jobs = plan_dataset(inputs, Path(output), suffix or f"_x{scale}", output_format, recursive)
+    suffix = f"_x{options.get('outscale') or scale:g}" if suffix is None else suffix
+    jobs = plan_dataset(inputs, Path(output), suffix, output_format, recursive)
     root = _manifest_folder(Path(output).absolute(), jobs)
     report = DatasetReport(images=len(jobs))
     with _Manifest(root) as manifest:
@@ -154,10 +158,11 @@ def upscale_dataset(
         if not todo:
             return report
         start = time.perf_counter()
+        write = {"quality": quality, "max_pixels": max_pixels}
         with _ray_session(address, num_cpus) as ray:
             report.actors = actors or _default_actors(ray, threads_per_actor, gpus_per_actor)
             for record in _run_pool(
-                ray, todo, report.actors, threads_per_actor, gpus_per_actor, quality, options
+                ray, todo, report.actors, threads_per_actor, gpus_per_actor, options, write
             ):
                 if record["error"]:
                     report.failures.append({"input": record["input"], "error": record["error"]})
@@ -251,14 +256,20 @@ def _is_image_name(relative: PurePosixPath) -> bool:
     return relative.suffix.lower() in IMAGE_SUFFIXES and not hidden
 
 
-def _checked_scale(options: dict[str, Any]) -> int:
+def _checked_scale(options: dict[str, Any], local: bool) -> int:
     """Check the model options on the driver and return the scale outputs are named by.
 
     Loading the model here turns a typo into a :class:`UsageError` before Ray starts, and
-    tells the scale of ``weights`` given without one. It runs on the CPU: the driver (a
-    cluster's head node) may have no GPU.
+    tells the scale of ``weights`` given without one. It loads on the CPU, since a
+    cluster's driver (its head node) may have no GPU; Ray started here (``local``) runs on
+    this machine's devices, so the device is checked too.
     """
-    return Upscaler(**{**options, "device": "cpu"}).scale
+    probe = dict(options)
+    if probe.get("backend", "torch") == "torch":  # onnxruntime checks its device itself
+        if local:
+            resolve_device(probe.get("device", "auto"))
+        probe["device"] = "cpu"
+    return Upscaler(**probe).scale
 
 
 def _manifest_folder(output: Path, jobs: Sequence[tuple[str, Path]]) -> Path:
@@ -279,20 +290,20 @@ class _Manifest:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / MANIFEST_NAME
-        self.records: dict[str, dict[str, Any]] = {}
+        self.sizes: dict[str, int] = {}  # recorded outputs (relative paths) and their sizes
         self.file: Any = None
 
     def __enter__(self) -> _Manifest:
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    self.records[record["output"]] = record
-                except (json.JSONDecodeError, TypeError, KeyError):
-                    continue  # a line cut short by a killed driver
+        text = self.path.read_text() if self.path.exists() else ""
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                self.sizes[record["output"]] = int(record["bytes"])
+            except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+                continue  # a line cut short by a killed driver
         self.folder.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a")  # closed in __exit__
-        if self.file.tell() and not self.path.read_bytes().endswith(b"\n"):
+        if text and not text.endswith("\n"):
             self.file.write("\n")  # end a cut-short line, so the next record is whole
         return self
 
@@ -303,9 +314,9 @@ class _Manifest:
         """The jobs whose output is not complete; unrecorded complete outputs get recorded."""
         todo = []
         for source, target in jobs:
-            record = self.records.get(self._key(target))
-            if record is not None:
-                done = _size(target) == record["bytes"]
+            size = self.sizes.get(self._key(target))
+            if size is not None:
+                done = _size(target) == size
             else:
                 done = _decodes(target)
                 if done:
@@ -394,19 +405,20 @@ def _run_pool(
     actors: int,
     threads: int,
     gpus: float,
-    quality: int | None,
     options: dict[str, Any],
+    write: dict[str, Any],
 ) -> Iterator[dict[str, Any]]:
     """Run ``jobs`` on a pool of :class:`_UpscaleActor` and yield each record as it ends."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller shows its own, per image
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Failures come back as one exception, which the caller reports; not as log lines.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     rows = [{"input": source, "output": str(target)} for source, target in jobs]
     dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     results = dataset.map_batches(
         _UpscaleActor,
-        fn_constructor_kwargs={"options": options, "threads": threads, "quality": quality},
+        fn_constructor_kwargs={"options": {**options, "threads": threads}, **write},
         batch_size=1,
         batch_format="numpy",
         # Ray Data restarts a dead actor and retries its tasks however often
@@ -433,21 +445,21 @@ def _cluster_error(exc: BaseException) -> LightSRError:
         if isinstance(cause, LightSRError):
             return cause
         cause = getattr(cause, "cause", None) or cause.__cause__
+    # An actor's failed start keeps only the text of its error: its last line.
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    return ClusterError(f"the Ray job failed: {lines[-1] if lines else type(exc).__name__}")
+    last = re.sub(r"^lightsr\.errors\.\w+: ", "", lines[-1]) if lines else type(exc).__name__
+    return ClusterError(f"the Ray job failed: {last}")
 
 
 class _UpscaleActor:
     """One Ray actor: loads the model once, then upscales the images of each batch."""
 
-    def __init__(self, options: dict[str, Any], threads: int, quality: int | None) -> None:
-        torch.set_num_threads(threads)
+    def __init__(
+        self, options: dict[str, Any], quality: int | None, max_pixels: int | None
+    ) -> None:
         self.upscaler = Upscaler(**options)
-        if isinstance(self.upscaler.network, OrtModel):
-            # ONNX Runtime's own thread pool takes every core of the node by default; an
-            # actor keeps to the CPUs it reserved, as torch does above.
-            self.upscaler.network.session = create_session(self.upscaler.network.source, threads)
         self.quality = quality
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         records = [
@@ -459,10 +471,10 @@ class _UpscaleActor:
     def upscale(self, source: str, target: Path) -> dict[str, Any]:
         """Read, upscale and write one image; a bad image is a record with an error."""
         try:
-            image = _read(source)
+            image, metadata = _read(source, self.max_pixels)
             output = self.upscaler(image)
             del image
-            write_image(target, output, self.quality)
+            write_image(target, output, self.quality, metadata)
         except ImageError as exc:
             message = str(exc) if source in str(exc) else f"{source}: {exc}"
             return _output_record(source, target, message)
@@ -471,16 +483,17 @@ class _UpscaleActor:
         return _output_record(source, target)
 
 
-def _read(source: str) -> np.ndarray:
+def _read(source: str, max_pixels: int | None) -> tuple[np.ndarray, Metadata]:
+    """The image and the metadata that ``lightsr upscale`` carries over to its output."""
     if not _is_uri(source):
-        return read_image(source)
+        return read_image(source, max_pixels), read_metadata(source)
     filesystem, path = _filesystem(source)
     try:
         with filesystem.open_input_stream(path) as stream:
             data = stream.readall()
     except OSError as exc:
         raise ImageError(f"{source}: cannot read ({exc})") from exc
-    return decode_image(data, source)
+    return decode_image(data, source, max_pixels), parse_metadata(data)
 
 
 __all__ = ["MANIFEST_NAME", "ClusterError", "DatasetReport", "plan_dataset", "upscale_dataset"]
