@@ -23,7 +23,7 @@ from lightsr.archs.registry import (
     detect,
     get_arch,
 )
-from lightsr.checkpoint import read_state_dict, save_safetensors
+from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, UsageError
 from lightsr.provenance import Provenance, read_provenance
 
@@ -155,7 +155,13 @@ def model_from_state_dict(
     spec = get_arch(detection.name)
     form = detection.form if spec.has_deploy_form else "single"
     overrides = {**detection.overrides, **spec.form_arguments(form)}
-    module = build_model(spec.name, detection.scale, **overrides)
+    try:
+        module = build_model(spec.name, detection.scale, **overrides)
+    except (RuntimeError, TypeError, ValueError) as exc:  # sizes read from hostile shapes
+        raise CheckpointError(
+            f"{source or 'checkpoint'} looks like {spec.name} x{detection.scale} but its "
+            f"tensor shapes do not make one ({str(exc).strip().splitlines()[0][:120]})"
+        ) from None
     _load_strict(module, detection.state_dict, f"{source or 'checkpoint'} ({spec.name})")
     module.eval()
     return SRModel(module, spec, detection.scale, source, dict(detection.overrides), form)
@@ -225,26 +231,23 @@ def _looks_like_weights_name(text: str) -> bool:
 
 def _load_strict(module: nn.Module, state_dict: StateDictLike, where: str) -> None:
     """``module.load_state_dict(state_dict, strict=True)`` with a one-line error naming the
-    first missing, unexpected or misshapen key."""
-    problem = _first_mismatch(module.state_dict(), state_dict)
+    first missing, unexpected, misshapen or unusable tensor."""
+    expected = module.state_dict()
+    problem = _first_mismatch(expected, state_dict)
     if problem:
         raise CheckpointError(f"{where}: {problem}")
+    check_tensors(state_dict, expected, where)  # shapes, dtype kinds, finite values
     module.load_state_dict(state_dict, strict=True)
 
 
 def _first_mismatch(expected: StateDictLike, state_dict: StateDictLike) -> str | None:
-    """How ``state_dict`` first differs from ``expected`` (keys, then shapes), or None."""
+    """The first key of ``expected`` missing from ``state_dict`` or the first one too many."""
     missing = next((key for key in expected if key not in state_dict), None)
     if missing is not None:
         return f"key {missing!r} is missing"
     unexpected = next((key for key in state_dict if key not in expected), None)
     if unexpected is not None:
         return f"key {unexpected!r} is unexpected"
-    for key, value in state_dict.items():
-        if expected[key].shape != value.shape:
-            return (
-                f"key {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-            )
     return None
 
 

@@ -27,6 +27,8 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:1, ... (default: auto)"
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Mixed-precision training: the autocast dtype, or "none" (fp32).
 TRAIN_PRECISIONS = ("none", "bf16", "fp16")
+# Upscaling factor when neither the options nor the weights give one.
+DEFAULT_SCALE = 4
 # Inference backends: eager PyTorch, or the network's ONNX export on ONNX Runtime.
 BACKENDS = ("torch", "onnxruntime")
 # Benchmark protocols (see :mod:`lightsr.bench`).

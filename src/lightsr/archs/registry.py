@@ -189,7 +189,10 @@ def detect(state_dict: StateDict) -> Detection | None:
     """
     _ensure_loaded()
     for reader in _READERS.values():
-        reading = reader(state_dict)
+        try:
+            reading = reader(state_dict)
+        except (IndexError, KeyError, TypeError, ValueError):  # a tensor of the wrong rank
+            continue
         if reading is not None:
             return _closest_variant(reading)
     return None
