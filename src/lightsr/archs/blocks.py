@@ -89,13 +89,16 @@ class PixelShuffleUpsampler(nn.Sequential):
 
 # ----------------------------------------------------------------------------- fast path
 #
-# Every network has two forward paths with equal outputs (to float rounding):
+# FMEN, DITN and EMT have two forward paths with equal outputs (to float rounding):
 #
 # * the *faithful* path, written to follow the official code and used whenever autograd
 #   records (training) or a graph is traced for export;
 # * the *fast* path, taken when gradients are off: in-place activations and residual adds
 #   into freshly computed tensors, folded affine layers, chunked transients. It never
 #   writes into a tensor the caller passed in.
+#
+# ESC has only the faithful path: its forward never asks ``fast_path()``, and
+# tests/archs/test_inference_paths.py checks that each network's declaration holds.
 #
 # ``to_inference_layout`` adds the module-level half: channels_last parameters for networks
 # whose convolutions are faster in that layout (oneDNN's NHWC depthwise and 1×1 kernels).
