@@ -12,7 +12,7 @@ from lightsr.archs.registry import arch_specs, build_model, detect
 from lightsr.checkpoint import save_safetensors
 from lightsr.cli import main
 from lightsr.convert import convert_checkpoint
-from lightsr.deploy import reparameterize_checkpoint
+from lightsr.deploy import reparameterize_checkpoint, reparameterize_model
 from lightsr.errors import CheckpointError
 from lightsr.models import SRModel, load_model
 from lightsr.provenance import Provenance, read_provenance
@@ -133,3 +133,37 @@ def test_a_checkpoint_of_no_known_network_names_the_closest_variant():
     message = str(info.value)
     assert "closest is emt" in message and "key 'head.weight' is missing" in message
     assert "\n" not in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variant", "scale", "config"),
+    [
+        ("fmen_s", 2, {"n_feats": 48}),
+        ("ditn_real", 2, {"ufone_blocks": 2}),
+        ("emt", 2, {"n_blocks": 1, "n_layers": 2}),
+    ],
+    ids=["fmen_s-n_feats48", "ditn_real-ufone2", "emt-1x2"],
+)
+def test_converted_non_default_configurations_export_and_verify(
+    tmp_path, capsys, variant, scale, config
+):
+    """Representative configurations only: each export takes seconds to minutes."""
+    torch.save({"params": _built(variant, scale, config).state_dict()}, tmp_path / "m.pth")
+    converted = tmp_path / "m.safetensors"
+    convert_checkpoint(tmp_path / "m.pth", converted)
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(converted), "-o", str(onnx_file), "--verify"]) == 0
+    assert "verified 97x131" in capsys.readouterr().out
+    from lightsr.ort import load_onnx_model
+
+    exported = load_onnx_model(onnx_file)
+    assert dict(exported.provenance.config) == config
+    assert exported.provenance.form == ("deploy" if variant == "fmen_s" else "single")
+    # The memory model of the ONNX backend builds the exported configuration and form.
+    deployed = reparameterize_model(load_model(converted)).module
+    assert _count(exported.module) == _count(deployed)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
