@@ -262,3 +262,14 @@ def test_container_that_cannot_hold_the_audio_is_one_error(tmp_path):
     with pytest.raises(VideoError, match=r"cannot hold the input's audio stream \(aac\)"):
         lightsr.upscale_video(source, tmp_path / "out.webm", model="bicubic", codec="vp9")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_existing_output_is_refused_or_skipped(tmp_path):
+    source = make_clip(tmp_path / "in.mp4", Clip(frames=2, audio=False))
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"keep me")
+    refused = _cli(source, "-o", target, "--model", "bicubic", "--scale", "2")
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    skipped = _cli(source, "-o", target, "--model", "bicubic", "--scale", "2", "--skip-existing")
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout
+    assert target.read_bytes() == b"keep me"

@@ -29,6 +29,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -52,6 +53,9 @@ ProgressCallback = Callable[[int, int], None]
 # Default context (input pixels) around each tile. 64 covers FMEN-S's 34-conv receptive
 # field even at the edge of the blend band (64 - 64 // 4 = 48 >= 34).
 DEFAULT_TILE_OVERLAP = 64
+# Images with a smaller side are edge-padded to it: with less context a network's output
+# drifts (FMEN-S turns a lone 1x1 pixel's colour from (200, 60, 30) to (70, 44, 26)).
+MIN_CONTEXT = 16
 # Tile origins, tile sizes and margins are multiples of this: the largest window or patch
 # grid among the networks (ESC 32x32, EMT 32x8/8x32, DITN 8x8).
 TILE_ALIGN = 32
@@ -82,6 +86,7 @@ def prepare_model(model: SRModel, device: str | torch.device, precision: str) ->
     (:func:`lightsr.archs.blocks.to_inference_layout`).
     """
     model.module = deploy_module(model.module)
+    model.form = model.spec.form_of(model.module)
     model.to(device=resolve_device(device), dtype=resolve_precision(precision))
     to_inference_layout(model.module)
     return model
@@ -408,12 +413,21 @@ def _check_image(image: np.ndarray, model: SRModel) -> np.ndarray:
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         raise ImageError(f"image has zero size ({width}x{height})")
-    min_size = model.spec.min_size
-    if min(height, width) < min_size:
-        raise ImageError(
-            f"image is {width}x{height}; {model.variant} needs at least {min_size}x{min_size}"
-        )
     return image
+
+
+def _upscale_padded(model: SRModel, pixels: np.ndarray, *options: Any) -> np.ndarray:
+    """Upscale (H, W, C) ``pixels`` edge-padded on all sides to the smallest side the
+    network takes meaningfully (:data:`MIN_CONTEXT` or its ``min_size``), then crop: the
+    image sits in the middle, away from the zero padding of the network's convolutions."""
+    smallest = max(model.spec.min_size, MIN_CONTEXT)
+    height, width = pixels.shape[:2]
+    top, left = max(smallest - height, 0) // 2, max(smallest - width, 0) // 2
+    bottom, right = max(smallest - height - top, 0), max(smallest - width - left, 0)
+    padded = np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    out = upscale_array(model, padded, *options)
+    scale = model.scale
+    return out[top * scale : (top + height) * scale, left * scale : (left + width) * scale]
 
 
 def upscale_array(
@@ -438,10 +452,17 @@ def upscale_array(
         (sH, sW) or (sH, sW, 3) array of the input's dtype, clamped to its range.
 
     Raises:
-        ImageError: wrong shape or dtype, or smaller than the network's ``min_size``.
+        ImageError: wrong shape or dtype, or zero size.
+
+    Images with a side under :data:`MIN_CONTEXT` pixels (or the network's ``min_size``) are
+    edge-padded to it and the output cropped back: every network takes them, and gets
+    enough context to keep their colours.
     """
     gray = image.ndim == 2
     pixels = _check_image(image, model)
+    if min(pixels.shape[:2]) < max(model.spec.min_size, MIN_CONTEXT):
+        out = _upscale_padded(model, pixels, tile, overlap, max_memory, progress)
+        return out[..., 0] if gray else out
     height, width, channels = pixels.shape
     scale = model.scale
     plan = plan_tiles(height, width, model, tile, overlap, max_memory)

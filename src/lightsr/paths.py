@@ -55,3 +55,22 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Check, before any work, that a command may write its output file ``path``.
+
+    Every ``lightsr`` command that writes follows the same rule: an existing output is
+    replaced only with ``--overwrite``.
+
+    Raises:
+        UsageError: ``path`` is a folder, or exists and ``overwrite`` is false.
+    """
+    from lightsr.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give an output file name")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: output exists; use --overwrite to replace it")
+    return path

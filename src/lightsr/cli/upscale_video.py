@@ -85,6 +85,8 @@ def plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
 
     if not inputs:
         return []
+    if getattr(args, "outscale", None):
+        raise UsageError("--outscale applies to images, not videos")
     _options(args).check()
     output = Path(args.output)
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
@@ -128,6 +130,9 @@ def run(args: argparse.Namespace, upscaler: Upscaler, jobs: list[Job]) -> int:
     results = []
     for job in jobs:
         result = {"input": str(job.source), "output": str(job.target), "ok": False}
+        if job.target.exists() and not args.overwrite:  # --skip-existing; else refused earlier
+            results.append({**result, "ok": True, "skipped": True})
+            continue
         bar = tqdm(desc=job.source.name, unit="frame", file=sys.stderr, disable=args.json or None)
 
         def progress(done: int, total: int, bar: tqdm = bar) -> None:
@@ -136,8 +141,6 @@ def run(args: argparse.Namespace, upscaler: Upscaler, jobs: list[Job]) -> int:
 
         try:
             job.target.parent.mkdir(parents=True, exist_ok=True)
-            if job.target.exists() and not args.overwrite:
-                raise ImageError(f"{job.target}: output exists (use --overwrite to replace it)")
             report = transcode(upscaler, job.source, job.target, options, progress)
             result.update(report.to_dict(), ok=True)
         except ImageError as exc:
@@ -154,9 +157,12 @@ def run(args: argparse.Namespace, upscaler: Upscaler, jobs: list[Job]) -> int:
         frames = sum(result.get("frames", 0) for result in results)
         seconds = sum(result.get("seconds", 0.0) for result in results)
         rate = frames / seconds if seconds else 0.0
-        failures = f", {failed} failed" if failed else ""
+        skipped = sum(result.get("skipped", False) for result in results)
+        others = (f", {skipped} skipped" if skipped else "") + (
+            f", {failed} failed" if failed else ""
+        )
         print(
-            f"upscaled {len(results) - failed} of {len(results)} videos{failures}: "
+            f"upscaled {len(results) - failed - skipped} of {len(results)} videos{others}: "
             f"{frames} frames in {seconds:.1f} s ({rate:.2f} frames/s)"
         )
     return failed

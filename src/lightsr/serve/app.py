@@ -25,7 +25,7 @@ from lightsr import __version__
 from lightsr.serve.engine import FORMATS, ModelPool
 from lightsr.serve.errors import ServeError
 from lightsr.serve.images import header_size
-from lightsr.serve.jobs import DONE, FINISHED, QUEUED, RUNNING, Job, JobQueue
+from lightsr.serve.jobs import DONE, FINISHED, Job, JobQueue
 from lightsr.serve.schemas import ErrorBody, Health, JobStatus, ModelsInfo, ServedModel
 
 STATIC = Path(__file__).parent / "static"
@@ -91,7 +91,7 @@ def create_app(pool: ModelPool, limits: Limits | None = None, token: str | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The catalog takes seconds to build: start on it before the first page asks.
+        # The catalog takes seconds to build: start on it before /v1/models first asks.
         threading.Thread(target=pool.catalog, name="lightsr-catalog", daemon=True).start()
         yield
         queue.close()
@@ -318,8 +318,7 @@ def _result(job: Job) -> Response:
     if job.state != DONE:
         raise job.error or ServeError(500, "internal_error", f"job {job.id} is {job.state}")
     extension, media_type = FORMATS[job.format]
-    stem = job.filename.rsplit(".", 1)[0] if "." in job.filename else job.filename
-    download = f"{stem}_x{job.scale}{extension}"
+    download = f"{job.filename.rsplit('.', 1)[0]}_x{job.scale}{extension}"
     headers = {"Content-Disposition": f'attachment; filename="{download}"', "X-Job-Id": job.id}
     return Response(job.result, media_type=media_type, headers=headers)
 
@@ -329,7 +328,7 @@ def _status(job: Job, queue: JobQueue) -> JobStatus:
     return JobStatus(
         id=job.id,
         state=job.state,
-        position=queue.position(job) if job.state == QUEUED else None,
+        position=queue.position(job),
         model=job.model,
         scale=job.scale,
         format=job.format,
@@ -341,7 +340,7 @@ def _status(job: Job, queue: JobQueue) -> JobStatus:
         ),
         progress={"done": job.tiles_done, "total": job.tiles_total},
         seconds=round(time.monotonic() - job.submitted, 3),
-        error=job.error.to_dict()["error"] if job.error and job.state != RUNNING else None,
+        error=job.error.to_dict()["error"] if job.error else None,
         result_url=f"/v1/jobs/{job.id}/result" if done else None,
     )
 
