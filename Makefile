@@ -31,7 +31,7 @@ test: $(STAMP)
 	@# The browser test of `lightsr serve` drives Debian's Chromium (Playwright brings no browser).
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/ruff check src tests
-	@echo "Running the test suite: see README 'Tests' for the expected duration; one dot per test."
+	@echo "Running the test suite: up to 20 minutes on 2 CPU cores; a dot per test, % at line ends."
 	$(BIN)/python -m pytest --durations=10
 
 clean:

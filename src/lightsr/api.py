@@ -22,7 +22,13 @@ from lightsr.inference import (
 )
 from lightsr.io import read_image
 from lightsr.models import SRModel
-from lightsr.options import BACKENDS, DEFAULT_SCALE, resolve_device, resolve_precision
+from lightsr.options import (
+    BACKENDS,
+    DEFAULT_SCALE,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
 
 BICUBIC = "bicubic"
@@ -86,12 +92,7 @@ class Upscaler:
             raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
         if outscale is not None and not outscale > 0:
             raise UsageError(f"outscale must be positive, got {outscale}")
-        if threads is not None:
-            if threads < 1:
-                raise UsageError(f"threads must be positive, got {threads}")
-            import torch
-
-            torch.set_num_threads(threads)
+        set_threads(threads)
         resolve_precision(precision)
         if backend == "onnxruntime":
             check_ort_options(device, precision)

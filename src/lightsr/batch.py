@@ -19,7 +19,12 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from lightsr.errors import ImageError, UsageError
-from lightsr.imageinfo import check_output_format, check_pixel_limit, read_image_info
+from lightsr.imageinfo import (
+    check_output_format,
+    check_pixel_limit,
+    default_max_pixels,
+    read_image_info,
+)
 from lightsr.options import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -110,11 +115,13 @@ class BatchReport:
 # ----------------------------------------------------------------------------- planning
 
 
-def find_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+def find_inputs(
+    inputs: Sequence[str], recursive: bool = False, suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> list[tuple[Path, Path]]:
     """Expand files, folders and glob patterns into ``(image, path relative to its root)``.
 
-    Folders contribute the image files directly inside them (all levels with
-    ``recursive``), glob patterns their matching files (``**`` needs ``recursive``); the
+    Folders contribute the files with one of ``suffixes`` directly inside them (all levels
+    with ``recursive``), glob patterns their matching files (``**`` needs ``recursive``); the
     relative path is what the output tree mirrors. Explicit files are taken as they are,
     whatever their extension, so that a wrong file is reported rather than ignored.
 
@@ -127,7 +134,7 @@ def find_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple[Pa
         if path.is_file():
             found.append((path, Path(path.name)))
         elif path.is_dir():
-            images = _images_in(path, recursive)
+            images = _images_in(path, recursive, suffixes)
             if not images:
                 raise UsageError(f"{path}: no images in this folder (use --recursive?)")
             found.extend((image, image.relative_to(path)) for image in images)
@@ -212,15 +219,15 @@ def _without_earlier_outputs(jobs: list[Job]) -> list[Job]:
     return kept
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def _images_in(
+    folder: Path, recursive: bool, suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> list[Path]:
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     # Hidden files are skipped: they include other programs' partial writes.
     return sorted(
         path
         for path in candidates
-        if path.is_file()
-        and path.suffix.lower() in IMAGE_SUFFIXES
-        and not path.name.startswith(".")
+        if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
     )
 
 
@@ -285,7 +292,7 @@ def check_existing(jobs: Sequence[Job], overwrite: bool, skip_existing: bool) ->
 
 
 def check_jobs(
-    jobs: Sequence[Job], scale: int, max_pixels: int | None = None, skip_existing: bool = False
+    jobs: Sequence[Job], scale: float, max_pixels: int | None = None, skip_existing: bool = False
 ) -> tuple[list[Job], list[JobResult]]:
     """Split ``jobs`` into those to run and those decided from headers alone.
 
@@ -298,16 +305,17 @@ def check_jobs(
     """
     runnable: list[Job] = []
     decided: list[JobResult] = []
+    limit = default_max_pixels() if max_pixels is None else max_pixels
     for job in jobs:
         if skip_existing and job.target.exists():
             decided.append(JobResult(job, skipped=True))
             continue
         try:
             info = read_image_info(job.source)
-            check_pixel_limit(info, job.source, max_pixels)
+            check_pixel_limit(info, job.source, limit)
             check_output_format(info, job.source, job.target, scale)
         except ImageError as exc:
-            decided.append(JobResult(job, error=str(exc), input_size=None))
+            decided.append(JobResult(job, error=str(exc)))
             continue
         runnable.append(job)
     return runnable, decided

@@ -40,8 +40,8 @@ from lightsr.api import Upscaler
 from lightsr.batch import format_suffix, output_name, plan_jobs
 from lightsr.errors import EXIT_CLUSTER, ImageError, LightSRError, UsageError
 from lightsr.io import decode_image, read_image, write_image
+from lightsr.metadata import Metadata, parse_metadata, read_metadata
 from lightsr.options import IMAGE_SUFFIXES, resolve_device
-from lightsr.ort import OrtModel, create_session
 
 MANIFEST_NAME = ".lightsr-manifest.jsonl"
 # Upper bound on Ray Data blocks. Each block is one actor task, the unit of retry and of
@@ -100,6 +100,7 @@ def upscale_dataset(
     output_format: str | None = None,
     recursive: bool = False,
     quality: int | None = None,
+    max_pixels: int | None = None,
     overwrite: bool = False,
     on_result: ResultCallback | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -129,6 +130,7 @@ def upscale_dataset(
         suffix, output_format, recursive: as ``lightsr upscale``'s ``--suffix``,
             ``--format``, ``--recursive``.
         quality: JPEG/WebP quality, see :func:`lightsr.io.write_image`.
+        max_pixels: pixel limit of :func:`lightsr.io.read_image`.
         overwrite: redo every image, complete or not.
         on_result: called on the driver with each image's record as it completes
             (``input``, ``output``, ``bytes``, ``sha256``, ``error``).
@@ -144,7 +146,8 @@ def upscale_dataset(
         raise UsageError("actors and threads per actor must be positive, GPUs >= 0")
     scale = _checked_scale(options, local=address is None)
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-    jobs = plan_dataset(inputs, Path(output), suffix or f"_x{scale}", output_format, recursive)
+    suffix = f"_x{options.get('outscale') or scale:g}" if suffix is None else suffix
+    jobs = plan_dataset(inputs, Path(output), suffix, output_format, recursive)
     root = _manifest_folder(Path(output).absolute(), jobs)
     report = DatasetReport(images=len(jobs))
     with _Manifest(root) as manifest:
@@ -155,10 +158,11 @@ def upscale_dataset(
         if not todo:
             return report
         start = time.perf_counter()
+        write = {"quality": quality, "max_pixels": max_pixels}
         with _ray_session(address, num_cpus) as ray:
             report.actors = actors or _default_actors(ray, threads_per_actor, gpus_per_actor)
             for record in _run_pool(
-                ray, todo, report.actors, threads_per_actor, gpus_per_actor, quality, options
+                ray, todo, report.actors, threads_per_actor, gpus_per_actor, options, write
             ):
                 if record["error"]:
                     report.failures.append({"input": record["input"], "error": record["error"]})
@@ -401,8 +405,8 @@ def _run_pool(
     actors: int,
     threads: int,
     gpus: float,
-    quality: int | None,
     options: dict[str, Any],
+    write: dict[str, Any],
 ) -> Iterator[dict[str, Any]]:
     """Run ``jobs`` on a pool of :class:`_UpscaleActor` and yield each record as it ends."""
     context = ray.data.DataContext.get_current()
@@ -414,7 +418,7 @@ def _run_pool(
     dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     results = dataset.map_batches(
         _UpscaleActor,
-        fn_constructor_kwargs={"options": options, "threads": threads, "quality": quality},
+        fn_constructor_kwargs={"options": {**options, "threads": threads}, **write},
         batch_size=1,
         batch_format="numpy",
         # Ray Data restarts a dead actor and retries its tasks however often
@@ -450,14 +454,12 @@ def _cluster_error(exc: BaseException) -> LightSRError:
 class _UpscaleActor:
     """One Ray actor: loads the model once, then upscales the images of each batch."""
 
-    def __init__(self, options: dict[str, Any], threads: int, quality: int | None) -> None:
-        torch.set_num_threads(threads)
+    def __init__(
+        self, options: dict[str, Any], quality: int | None, max_pixels: int | None
+    ) -> None:
         self.upscaler = Upscaler(**options)
-        if isinstance(self.upscaler.network, OrtModel):
-            # ONNX Runtime's own thread pool takes every core of the node by default; an
-            # actor keeps to the CPUs it reserved, as torch does above.
-            self.upscaler.network.session = create_session(self.upscaler.network.source, threads)
         self.quality = quality
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         records = [
@@ -469,10 +471,10 @@ class _UpscaleActor:
     def upscale(self, source: str, target: Path) -> dict[str, Any]:
         """Read, upscale and write one image; a bad image is a record with an error."""
         try:
-            image = _read(source)
+            image, metadata = _read(source, self.max_pixels)
             output = self.upscaler(image)
             del image
-            write_image(target, output, self.quality)
+            write_image(target, output, self.quality, metadata)
         except ImageError as exc:
             message = str(exc) if source in str(exc) else f"{source}: {exc}"
             return _output_record(source, target, message)
@@ -481,16 +483,17 @@ class _UpscaleActor:
         return _output_record(source, target)
 
 
-def _read(source: str) -> np.ndarray:
+def _read(source: str, max_pixels: int | None) -> tuple[np.ndarray, Metadata]:
+    """The image and the metadata that ``lightsr upscale`` carries over to its output."""
     if not _is_uri(source):
-        return read_image(source)
+        return read_image(source, max_pixels), read_metadata(source)
     filesystem, path = _filesystem(source)
     try:
         with filesystem.open_input_stream(path) as stream:
             data = stream.readall()
     except OSError as exc:
         raise ImageError(f"{source}: cannot read ({exc})") from exc
-    return decode_image(data, source)
+    return decode_image(data, source, max_pixels), parse_metadata(data)
 
 
 __all__ = ["MANIFEST_NAME", "ClusterError", "DatasetReport", "plan_dataset", "upscale_dataset"]

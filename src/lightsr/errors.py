@@ -66,3 +66,7 @@ class DownloadError(LightSRError):
 
 class ExportError(LightSRError):
     """A network could not be exported to ONNX, or its export failed verification."""
+
+
+class VideoError(ImageError):
+    """A video could not be read, decoded, converted or written."""

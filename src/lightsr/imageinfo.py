@@ -29,9 +29,8 @@ DEFAULT_PIXEL_CEILING = 16384 * 16384
 SIXTEEN_BIT_FORMATS = frozenset(("PNG", "TIFF"))
 ALPHA_FORMATS = frozenset(("PNG", "WebP", "TIFF", "BMP"))
 MAX_SIDES = {"JPEG": 65535, "WebP": 16383}
-_JPEG_SOF = frozenset(
-    (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
-)
+# JPEG start-of-frame markers: every 0xCn except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers without a length field (TEM, restart markers).
 _JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
@@ -81,7 +80,7 @@ def check_pixel_limit(info: ImageInfo, path: str | os.PathLike, max_pixels: int 
         )
 
 
-def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scale: int) -> None:
+def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scale: float) -> None:
     """Raise :class:`ImageError` if ``target``'s format cannot store ``source`` upscaled by
     ``scale`` (alpha or 16-bit samples to JPEG, sides over the format's maximum), so that
     the problem is found before the upscale rather than after it."""
@@ -95,7 +94,7 @@ def check_output_format(info: ImageInfo, source: os.PathLike, target: Path, scal
             f"{source}: is {info.bits}-bit, which {image_format} cannot store ({target}); "
             "use PNG or TIFF"
         )
-    width, height = info.width * scale, info.height * scale
+    width, height = round(info.width * scale), round(info.height * scale)
     largest = MAX_SIDES.get(image_format)
     if largest is not None and max(width, height) > largest:
         raise ImageError(

@@ -42,7 +42,11 @@ class Metadata:
 
 def read_metadata(path: str | os.PathLike) -> Metadata:
     """The metadata of a PNG or JPEG file; empty for other formats or damaged blocks."""
-    data = Path(path).read_bytes()
+    return parse_metadata(Path(path).read_bytes())
+
+
+def parse_metadata(data: bytes) -> Metadata:
+    """:func:`read_metadata` of a file's bytes held in memory."""
     try:
         if data.startswith(_PNG_SIGNATURE):
             return _png_metadata(data)

@@ -111,3 +111,18 @@ def resolve_precision(name: str) -> torch.dtype:
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}")
     return getattr(torch, PRECISIONS[name])
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch's operators (process-wide); ``None``: leave.
+
+    Raises:
+        UsageError: ``threads`` is not positive.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"threads must be positive, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -52,13 +52,14 @@ def progress_bar(
 
 class LineProgress:
     """tqdm's counting interface, printing ``desc: 3/10 img (30%), 12 s`` to stderr at most
-    every :data:`LINE_INTERVAL_S` seconds (and a last line if it printed any)."""
+    every :data:`LINE_INTERVAL_S` seconds, and a last line on close if the count moved since
+    the last one."""
 
     def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str) -> None:
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = 0
         self.start = self.last = time.monotonic()
-        self.printed = False
+        self.printed_n: int | None = None  # the count of the last line printed
 
     def __iter__(self) -> Iterator:
         for item in self.iterable or ():
@@ -84,16 +85,15 @@ class LineProgress:
             self.total = total
 
     def close(self) -> None:
-        if self.printed:
+        if self.printed_n is not None and self.printed_n != self.n:
             self._print(time.monotonic())
-            self.printed = False
 
     def _print(self, now: float) -> None:
         count = f"{self.n}/{self.total}" if self.total else str(self.n)
         percent = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         prefix = f"{self.desc}: " if self.desc else ""
         print(f"{prefix}{count} {self.unit}{percent}, {now - self.start:.0f} s", file=sys.stderr)
-        self.printed = True
+        self.printed_n = self.n
 
 
 @contextlib.contextmanager

@@ -95,3 +95,17 @@ def test_resume_auto_falls_back_to_the_newest_valid_checkpoint(tmp_path):
     skipped: list[str] = []
     assert newest_valid_checkpoint(tmp_path, skipped.append) == newest.with_name("iter_00000100")
     assert len(skipped) == 1 and "iter_00000200" in skipped[0] and "\n" not in skipped[0]
+
+
+def test_damaged_onnx_cache_is_exported_again(tmp_path, monkeypatch, shared):
+    from lightsr.api import Upscaler
+
+    monkeypatch.setenv("LIGHTSR_CACHE", str(tmp_path))
+    weights = shared("weights/official/FMEN/test_weights.pt")
+    Upscaler(weights=weights, backend="onnxruntime")
+    (cached,) = (tmp_path / "onnx").glob("*.onnx")
+    size = cached.stat().st_size
+    cached.write_bytes(cached.read_bytes()[: size // 3])  # a copy cut short
+    upscaler = Upscaler(weights=weights, backend="onnxruntime")
+    assert cached.stat().st_size == size
+    assert upscaler(corpus.photo(20, 24)).shape == (80, 96, 3)

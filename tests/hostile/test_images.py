@@ -6,13 +6,14 @@ Each case has its expected exit code and one line on stderr naming the file and 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from lightsr.io import read_image, write_image
+from lightsr.io import encode_image, read_image, write_image
 from tests.hostile import corpus
 
 # (format, declared width, declared height) of header bombs.
@@ -122,3 +123,17 @@ def test_output_side_over_the_format_maximum(tmp_path, cli):
     bomb = corpus.header_bomb(tmp_path / "wide.png", "png", 5000, 10)
     code, _, err = cli("upscale", bomb, "-o", tmp_path / "out.webp", "--model", "emt")
     assert code == 1 and "20000x40 output is over WebP's maximum side of 16383" in err[0]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_libpng_warnings_only_with_verbose(tmp_path, tiny, capfd, verbose):
+    """A PNG with a damaged ancillary chunk decodes, but libpng warns on file descriptor 2."""
+    from lightsr.cli import main
+
+    data = encode_image(corpus.photo(), ".png").tobytes()
+    comment = b"tEXt" + b"Comment\x00hi"
+    bad_crc = struct.pack(">I", len(comment) - 4) + comment + bytes(4)
+    (tmp_path / "in.png").write_bytes(data[:33] + bad_crc + data[33:])
+    args = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png")]
+    assert main([*args, "--verbose"] if verbose else args) == 0
+    assert ("libpng warning" in capfd.readouterr().err) == verbose

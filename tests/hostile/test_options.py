@@ -46,6 +46,7 @@ def test_hostile_upscale_options(tmp_path, tiny, cli, options, message):
     [
         (["eval", "--data", "Set5", "--scale", "0"], "scale must be an integer from 2 to 8"),
         (["eval", "--data", "../no/such/set", "--model", "bicubic"], "data folder not found"),
+        (["eval", "--data", "Set5", "--model", "bicubic", "--threads", "0"], "threads must be"),
         (["export", "--model", "fmen_s", "--scale", "0", "-o", "{tmp}/m.onnx"], "--scale"),
         (
             [

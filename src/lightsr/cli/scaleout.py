@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-actors", type=int, metavar="N", help="actors, each with a model (default: CPUs/T)"
     )
     group.add_argument(
-        "--ray-threads", type=int, metavar="T", help="CPUs and torch threads per actor (default: 1)"
+        "--ray-threads", type=int, metavar="T", help="CPUs and threads per actor (default: 1)"
     )
     group.add_argument(
         "--ray-gpus", type=float, metavar="G", help="GPUs per actor, for --device cuda (default: 0)"
@@ -48,12 +48,13 @@ def run_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
             args.output,
             address=None if args.ray == LOCAL else args.ray,
             actors=args.ray_actors,
-            threads_per_actor=args.ray_threads or 1,
+            threads_per_actor=args.ray_threads or options.pop("threads") or 1,
             gpus_per_actor=args.ray_gpus or 0,
             suffix=args.suffix,
             output_format=args.format,
             recursive=args.recursive,
             quality=args.quality,
+            max_pixels=args.max_pixels,
             overwrite=args.overwrite,
             on_start=display.start,
             on_result=display.on_result,
@@ -63,6 +64,8 @@ def run_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
         display.close()
     if args.json:
         print(json.dumps(report.to_dict()))
+    elif report.skipped == report.images:
+        print(f"nothing to do: all {report.images} images are already done")
     else:
         failed = f", {len(report.failures)} failed" if report.failures else ""
         print(

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from lightsr.cli import scaleout
+from lightsr.cli import scaleout, upscale_video
 from lightsr.errors import UsageError
 from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
 
@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from lightsr.inference import ProgressCallback
 
 EPILOG = """\
-OUT is a file when INPUT is a single file and OUT has an image extension; otherwise it is a
+OUT is a file when INPUT is a single file and OUT has an image (or video) extension; else a
 folder that mirrors the input tree, each output named <stem><suffix>.<ext>; images in it
 are never taken as inputs. Large images are processed in tiles automatically; --tile forces
 a tile size. Inputs are checked from their headers before the model loads: larger than
 --max-pixels, unreadable, or not storable in the output format fail at once. Existing
 outputs stop the command unless --overwrite (replace them) or --skip-existing (keep them).
-EXIF (orientation reset), ICC profile and DPI of the input are kept in the output.
+EXIF (orientation reset), ICC profile and DPI of PNG/JPEG inputs are kept in PNG/JPEG.
 Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usage error),
 3 Ray failed (--ray).
 
@@ -31,6 +31,7 @@ Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
+  lightsr upscale clip.mp4 -o clip_x4.mp4 --codec h265 --crf 22
   lightsr upscale s3://bucket/frames -o /mnt/shared/frames_x4 --ray auto
 """
 
@@ -38,8 +39,8 @@ Examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "upscale",
-        help="super-resolve images (files, folders, globs)",
-        description="Upscale images with a super-resolution network or bicubic.",
+        help="super-resolve images and videos (files, folders, globs)",
+        description="Upscale images and videos with a super-resolution network or bicubic.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -99,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100 (101: lossless WebP)"
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    upscale_video.add_arguments(parser)
     scaleout.add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -113,14 +115,23 @@ def run(args: argparse.Namespace) -> int:
     scaleout.check_arguments(args)
     if args.ray is not None:
         return scaleout.run_on_ray(args, _upscaler_options(args))
-    jobs = _plan(args, args.scale or DEFAULT_SCALE)
+    videos, images = upscale_video.split_inputs(args.inputs, args.recursive)
+    jobs = _plan(args, images, args.scale or DEFAULT_SCALE)
+    video_jobs = upscale_video.plan(args, videos, args.scale or DEFAULT_SCALE)
     upscaler = None
     if args.scale is None and args.weights is not None:  # the scale is the weights'
         upscaler = _upscaler(args)
-        jobs = _plan(args, upscaler.scale)
+        jobs = _plan(args, images, upscaler.scale)
+        video_jobs = upscale_video.plan(args, videos, upscaler.scale)
     scale = upscaler.scale if upscaler is not None else args.scale or DEFAULT_SCALE
-    check_existing(jobs, args.overwrite, args.skip_existing)
+    check_existing([*jobs, *video_jobs], args.overwrite, args.skip_existing)
     todo, decided = check_jobs(jobs, args.outscale or scale, args.max_pixels, args.skip_existing)
+    failed_videos = 0
+    if video_jobs:
+        upscaler = upscaler or _upscaler(args)
+        failed_videos = upscale_video.run(args, upscaler, video_jobs)
+    if not jobs:
+        return 1 if failed_videos else 0
     display = _Display(len(jobs), quiet=args.json)
     for result in decided:
         display.on_result(result)
@@ -152,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(_summary_line(report))
-    return 1 if report.failed else 0
+    return 1 if report.failed or failed_videos else 0
 
 
 def _upscaler(args: argparse.Namespace) -> Upscaler:
@@ -161,11 +172,13 @@ def _upscaler(args: argparse.Namespace) -> Upscaler:
     return Upscaler(**_upscaler_options(args))
 
 
-def _plan(args: argparse.Namespace, scale: int) -> list[Job]:
+def _plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
     from lightsr.batch import plan_jobs
 
+    if not inputs:
+        return []
     suffix = f"_x{args.outscale or scale:g}" if args.suffix is None else args.suffix
-    return plan_jobs(args.inputs, args.output, suffix, args.format, args.recursive)
+    return plan_jobs(inputs, args.output, suffix, args.format, args.recursive)
 
 
 def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
