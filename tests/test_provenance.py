@@ -167,3 +167,13 @@ def test_converted_non_default_configurations_export_and_verify(
 
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def test_files_with_a_config_that_does_not_fit_their_tensors_load_by_shape(tmp_path):
+    """What older ``lightsr convert`` wrote for an FMEN-S with 48 features: no config."""
+    module = _built("fmen_s", 2, {"n_feats": 48})
+    path = tmp_path / "old.safetensors"
+    legacy = {"network": "fmen", "variant": "fmen_s", "scale": "2"}
+    save_safetensors(module.state_dict(), path, legacy)
+    loaded = load_model(path)
+    assert (dict(loaded.config), loaded.form) == ({"n_feats": 48}, "train")

@@ -143,15 +143,27 @@ def model_from_state_dict(
     """Identify the network in ``state_dict``, build it and load the weights strictly.
 
     The provenance in ``metadata`` (see :mod:`lightsr.provenance`) names the variant and its
-    config when present; otherwise tensor shapes and key counts do (:func:`detect`).
+    config when present; otherwise tensor shapes and key counts do (:func:`detect`). When
+    the recorded config does not fit the tensors (files that older versions of ``lightsr
+    convert`` wrote without it), the shapes decide.
     """
     state_dict = dict(state_dict)
     detection = detect(state_dict)
     provenance = read_provenance(metadata or {})
-    if provenance is not None:
-        detection = _from_provenance(provenance, detection, state_dict)
-    if detection is None:
-        raise CheckpointError(_mismatch_message(state_dict, source))
+    if provenance is None:
+        if detection is None:
+            raise CheckpointError(_mismatch_message(state_dict, source))
+        return _built(detection, source)
+    try:
+        return _built(_from_provenance(provenance, detection, state_dict), source)
+    except CheckpointError:
+        if detection is None or detection.name != provenance.variant:
+            raise
+        return _built(detection, source)
+
+
+def _built(detection: Detection, source: str) -> SRModel:
+    """The model that ``detection`` describes, with its weights loaded strictly."""
     spec = get_arch(detection.name)
     form = detection.form if spec.has_deploy_form else "single"
     overrides = {**detection.overrides, **spec.form_arguments(form)}

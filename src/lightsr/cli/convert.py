@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert a checkpoint to canonical safetensors",
         description=(
             "Load a checkpoint (.pth/.pt/.safetensors, any supported network, or a published "
-            "weights name) and save it as .safetensors with network/variant/scale metadata."
+            "weights name) and save it as .safetensors with its provenance metadata "
+            "(family, variant, scale, form, config)."
         ),
     )
     parser.add_argument("source", metavar="IN", help="checkpoint file or published name")

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Load a training-form checkpoint of a re-parameterisable network (FMEN, FMEN-S: "
             "RRRBs and BatchNorms), fold it into plain convolutions and save the deploy form "
-            "as .safetensors with network/variant/scale/form metadata. The outputs are equal "
+            "as .safetensors with its provenance metadata (form: deploy). The outputs are equal "
             "up to float rounding."
         ),
     )
