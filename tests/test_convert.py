@@ -23,8 +23,8 @@ def test_convert_official_emt_round_trip(tmp_path):
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
         assert len(list(f.keys())) == 476
-    assert (meta["network"], meta["variant"], meta["scale"]) == ("emt", "emt", "3")
-    assert "overrides" not in meta and "form" not in meta
+    assert (meta["family"], meta["variant"], meta["scale"]) == ("emt", "emt", "3")
+    assert (meta["form"], meta["config"], meta["source"]) == ("single", "{}", "EMT_LSR_x3.pth")
     reloaded = lightsr.load_model(out)
     assert (reloaded.variant, reloaded.scale) == ("emt", 3)
     _same_outputs(original, reloaded)
@@ -38,7 +38,7 @@ def test_convert_keeps_non_default_architecture(tmp_path):
     out = tmp_path / "small.safetensors"
     original = convert_checkpoint(source, out)
     with safe_open(str(out), "pt") as f:
-        assert f.metadata()["overrides"] == '{"n_blocks": 2, "n_layers": 4}'
+        assert f.metadata()["config"] == '{"n_blocks": 2, "n_layers": 4}'
     reloaded = lightsr.load_model(out)
     assert len(reloaded.module.body) == 2 and len(reloaded.module.body[0].sa_list) == 4
     _same_outputs(original, reloaded)

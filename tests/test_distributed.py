@@ -23,6 +23,8 @@ import torch
 from lightsr.cli import main
 from lightsr.distributed import MANIFEST_NAME, _UpscaleActor, plan_dataset, upscale_dataset
 from lightsr.errors import UsageError
+from lightsr.io import read_image, write_image
+from lightsr.metadata import Metadata, read_metadata
 from tests.conftest import shared_file
 
 SET14 = ["baboon", "barbara", "bridge", "coastguard", "comic", "face", "flowers"]
@@ -130,6 +132,16 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
     names = ["comic", "face", "foreman", "bridge"]
     for name in names:
         shutil.copy(set14 / f"{name}x4.png", images)
+    # A JPEG with an ICC profile and DPI, which outputs keep, read here from the URI's bytes.
+    jpeg = write_image(
+        images / "tagged.jpg",
+        read_image(set14 / "zebrax4.png"),
+        quality=90,
+        metadata=Metadata(icc=b"\x00" * 200, dpi=(300.0, 300.0)),
+    )
+    plain = tmp_path / "plain.jpg"
+    assert main(["upscale", str(jpeg), "-o", str(plain)]) == 0
+    capsys.readouterr()
     out = tmp_path / "out"
     out.mkdir()
     (out / "comicx4_x4.png").write_bytes(reference["comicx4_x4.png"])
@@ -143,20 +155,23 @@ def test_cli_resumes_from_a_uri_input(local_ray, set14, reference, tmp_path, cap
     argv = ["upscale", images.as_uri(), "-o", "out", "--ray", "--ray-actors", "1", "--json"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["images"], summary["skipped"], summary["written"]) == (4, 2, 2)
+    assert (summary["images"], summary["skipped"], summary["written"]) == (5, 2, 3)
     assert summary["actors"] == 1
     expected = {f"{name}x4_x4.png": reference[f"{name}x4_x4.png"] for name in names}
     assert _outputs(out) == expected
+    assert (out / "tagged_x4.jpg").read_bytes() == plain.read_bytes()
+    assert read_metadata(plain).dpi == (300.0, 300.0)
     first, *added = _manifest(out, cut_short)
     assert first == record
     assert sorted(r["output"] for r in added) == [
         "bridgex4_x4.png",
         "facex4_x4.png",
         "foremanx4_x4.png",
+        "tagged_x4.jpg",
     ]
     assert all(r["input"].startswith("file:///") for r in added)
     assert main(argv[:-1]) == 0
-    assert capsys.readouterr().out == "nothing to do: all 4 images are already done\n"
+    assert capsys.readouterr().out == "nothing to do: all 5 images are already done\n"
 
 
 def test_an_onnxruntime_actor_keeps_to_its_threads(set14, tmp_path, monkeypatch):

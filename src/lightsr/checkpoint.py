@@ -19,7 +19,6 @@ from lightsr.paths import replaced_atomically
 # Keys under which training frameworks wrap the weights, most preferred first
 # (BasicSR test configs load the EMA weights when both are present).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
-METADATA_KEYS = ("network", "variant", "scale")
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

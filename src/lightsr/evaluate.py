@@ -10,7 +10,7 @@ the Y channel with ``scale`` pixels cropped from each border.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,12 @@ from lightsr.imresize import imresize, mod_crop
 from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_image, to_float
 from lightsr.metrics import SSIM_WINDOW, psnr, ssim
 from lightsr.models import SRModel
+from lightsr.options import IMAGE_SUFFIXES
 from lightsr.paths import shared_dir
 from lightsr.progress import progress_bar
 
 # Folder holding test sets by name (Set5/, Set14/, ...), searched before the shared one.
 DATA_VARIABLE = "LIGHTSR_DATA"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MIN_SCALE, MAX_SCALE = 2, 8
 BICUBIC = "bicubic"
 
@@ -142,7 +142,7 @@ def evaluate(
     if model is not None and model.scale != scale:
         raise UsageError(f"the model upscales x{model.scale}, not x{scale}")
     data_dir = resolve_data_dir(data_dir)
-    lr_dir = data_dir / "LR_bicubic" / f"X{scale}"
+    lr_dir = lr_folder(data_dir, scale)
     result = EvalResult(
         dataset=data_dir.resolve().name,
         scale=scale,
@@ -156,16 +156,10 @@ def evaluate(
         hr = mod_crop(read_rgb_uint8(hr_path), scale)
         _check_size(hr, hr_path, scale, model)
         lr = _load_lr(hr, hr_path, lr_dir, scale) if lr_dir.is_dir() else imresize(hr, 1 / scale)
-        sr = _super_resolve(lr, scale, model)
+        sr = super_resolve(lr, scale, model)
         if sr.shape != hr.shape:
             raise ImageError(f"{hr_path.name}: output is {sr.shape[:2]}, HR is {hr.shape[:2]}")
-        result.images.append(
-            ImageScore(
-                name=hr_path.stem,
-                psnr=psnr(sr, hr, crop_border=scale),
-                ssim=ssim(sr, hr, crop_border=scale),
-            )
-        )
+        result.images.append(replace(score(sr, hr, scale), name=hr_path.stem))
     return result
 
 
@@ -187,11 +181,24 @@ def _check_size(hr: np.ndarray, hr_path: Path, scale: int, model: SRModel | None
         )
 
 
+def lr_folder(data_dir: str | os.PathLike, scale: int) -> Path:
+    """Where a test set keeps its official ×``scale`` inputs: ``LR_bicubic/X<scale>``."""
+    return Path(data_dir) / "LR_bicubic" / f"X{scale}"
+
+
+def find_lr_file(lr_dir: Path, hr_path: Path, scale: int) -> Path:
+    """The LR file of ``hr_path`` in ``lr_dir``: ``<stem>x<s>.<ext>`` or ``<stem>.<ext>``."""
+    for stem in (f"{hr_path.stem}x{scale}", hr_path.stem):
+        for suffix in (hr_path.suffix, *sorted(IMAGE_SUFFIXES)):
+            candidate = lr_dir / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    raise ImageError(f"{lr_dir}: LR image missing (expected for {hr_path.name})")
+
+
 def _load_lr(hr: np.ndarray, hr_path: Path, lr_dir: Path, scale: int) -> np.ndarray:
     """The official LR input of ``hr``; every HR image needs one once the folder exists."""
-    lr_path = lr_dir / f"{hr_path.stem}x{scale}.png"
-    if not lr_path.is_file():
-        raise ImageError(f"{lr_path}: LR image missing (expected for {hr_path.name})")
+    lr_path = find_lr_file(lr_dir, hr_path, scale)
     lr = read_rgb_uint8(lr_path)
     expected = (hr.shape[0] // scale, hr.shape[1] // scale)
     if lr.shape[:2] != expected:
@@ -199,9 +206,20 @@ def _load_lr(hr: np.ndarray, hr_path: Path, lr_dir: Path, scale: int) -> np.ndar
     return lr
 
 
-def _super_resolve(lr: np.ndarray, scale: int, model: SRModel | None) -> np.ndarray:
+def super_resolve(lr: np.ndarray, scale: int, model: SRModel | None) -> np.ndarray:
     """uint8 RGB upscaled by ``scale``: MATLAB bicubic, or the model clamped and rounded."""
     if model is None:
         return imresize(lr, scale)
     output = model.upscale(image_to_tensor(to_float(lr)))
-    return from_float(tensor_to_image(output), np.uint8)
+    return from_float(tensor_to_image(output.float()), np.uint8)
+
+
+def score(sr: np.ndarray, hr: np.ndarray, scale: int, with_ssim: bool = True) -> ImageScore:
+    """PSNR-Y and SSIM-Y (``nan`` unless ``with_ssim``) of ``sr`` against ``hr``, with
+    ``scale`` border pixels ignored: the one scoring rule of ``lightsr eval`` and training
+    validation."""
+    return ImageScore(
+        name="",
+        psnr=psnr(sr, hr, crop_border=scale),
+        ssim=ssim(sr, hr, crop_border=scale) if with_ssim else float("nan"),
+    )

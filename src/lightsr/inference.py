@@ -86,6 +86,7 @@ def prepare_model(model: SRModel, device: str | torch.device, precision: str) ->
     (:func:`lightsr.archs.blocks.to_inference_layout`).
     """
     model.module = deploy_module(model.module)
+    model.form = model.spec.form_of(model.module)
     model.to(device=resolve_device(device), dtype=resolve_precision(precision))
     to_inference_layout(model.module)
     return model

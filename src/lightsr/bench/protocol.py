@@ -52,8 +52,8 @@ class Runner:
 
 
 def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
-    """``module`` in inference form and the form's name (``"deploy"`` or ``"standard"``)."""
-    form = "deploy" if has_deploy_form(module) else "standard"
+    """``module`` in inference form and the form's name (``"deploy"`` or ``"single"``)."""
+    form = "deploy" if has_deploy_form(module) else "single"
     return deploy_module(module), form
 
 

@@ -15,7 +15,6 @@ Run folder layout (``<output_dir>/<name>/``)::
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from contextlib import nullcontext
@@ -27,10 +26,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lightsr import __version__
 from lightsr.archs.registry import build_model, get_arch
 from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
+from lightsr.deploy import deploy_module
 from lightsr.errors import CheckpointError, ConfigError, UsageError
 from lightsr.options import check_scale
+from lightsr.provenance import Provenance
 from lightsr.train.checkpoints import (
     TrainingState,
     list_checkpoints,
@@ -404,24 +406,14 @@ class Trainer:
         self.progress.last_psnr = result.psnr
         return result
 
-    def _metadata(self, form: str) -> dict[str, str]:
-        """Metadata that lets :func:`lightsr.load_model` rebuild the network exactly.
-
-        Same keys as ``lightsr convert`` writes: builder ``overrides`` as JSON, and the form.
-        In the deploy form, ``form`` alone selects it, so ``deploy`` leaves the overrides.
-        """
-        overrides = dict(self.config.model.options)
-        if form == "deploy":
-            overrides.pop("deploy", None)
-        metadata = {
-            "network": self.spec.family,
-            "variant": self.spec.name,
-            "scale": str(self.scale),
-            "form": form,
-        }
-        if overrides:
-            metadata["overrides"] = json.dumps(overrides, sort_keys=True)
-        return metadata
+    def _metadata(self, module: nn.Module) -> dict[str, str]:
+        """The provenance of ``module`` (the network trained here, or its deploy form) as
+        file metadata, so that :func:`lightsr.load_model` rebuilds it exactly."""
+        options = self.config.model.options
+        config = {key: value for key, value in options.items() if key != self.spec.deploy_arg}
+        form = self.spec.form_of(module)
+        provenance = Provenance(self.spec.family, self.spec.name, self.scale, form, config)
+        return provenance.to_metadata(lightsr_version=__version__)
 
     def _save_checkpoint(self) -> None:
         if not self.info.is_main:
@@ -442,7 +434,7 @@ class Trainer:
             extra=extra,
         )
         save_checkpoint(
-            self.run_dir, state, self._metadata("train"), self.config.train.keep_checkpoints
+            self.run_dir, state, self._metadata(self.model), self.config.train.keep_checkpoints
         )
 
     # ------------------------------------------------------------------ end of training
@@ -453,19 +445,19 @@ class Trainer:
             return result
         weights = result.weights
         weights["final"] = save_safetensors(
-            self.model.state_dict(), self.run_dir / "final.safetensors", self._metadata("train")
+            self.model.state_dict(), self.run_dir / "final.safetensors", self._metadata(self.model)
         )
         if self.ema is not None:
             weights["final_ema"] = save_safetensors(
                 self.ema.module.state_dict(),
                 self.run_dir / "final_ema.safetensors",
-                self._metadata("train"),
+                self._metadata(self.model),
             )
-        deploy, reparameterized = self._deploy_module()
+        deploy = self._deploy_module()
         weights["deploy"] = save_safetensors(
             deploy.state_dict(),
             self.run_dir / "deploy_fp16.safetensors",
-            self._metadata("deploy" if reparameterized else "train"),
+            self._metadata(deploy),
             half=True,
         )
         final_val = self._validate_and_record(plot=False)
@@ -481,17 +473,11 @@ class Trainer:
         self._message(f"finished at iteration {self.iteration}; weights in {self.run_dir}")
         return result
 
-    def _deploy_module(self) -> tuple[nn.Module, bool]:
-        """A fresh copy of the evaluated weights in inference form (re-parameterised if the
-        network defines ``reparameterize()``, which may work in place or return a module)."""
+    def _deploy_module(self) -> nn.Module:
+        """A fresh copy of the evaluated weights in inference form (deploy form, if any)."""
         module = build_model(self.spec.name, self.scale, **self.config.model.options)
         module.load_state_dict(self._eval_module().state_dict())
-        module.to(self.device).eval()
-        reparameterize = getattr(module, "reparameterize", None)
-        if reparameterize is None:
-            return module, False
-        folded = reparameterize()
-        return (folded if isinstance(folded, nn.Module) else module).eval(), True
+        return deploy_module(module.to(self.device))
 
     def _score_deploy_file(self, deploy: nn.Module, path: Path) -> float:
         """PSNR-Y of the weights exactly as stored in the float16 deploy file."""
