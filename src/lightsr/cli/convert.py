@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.convert import convert_checkpoint
     from lightsr.paths import check_output_path
 
-    check_output_path(args.destination, args.overwrite)
+    check_output_path(args.destination, args.overwrite, ".safetensors")
     model = convert_checkpoint(args.source, args.destination, half=args.half)
     print(f"{args.destination}: {model.variant} x{model.scale}")
     return 0

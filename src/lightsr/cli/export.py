@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.paths import check_output_path
     from lightsr.progress import heartbeat
 
-    check_output_path(args.output, args.overwrite)
+    check_output_path(args.output, args.overwrite, ".onnx")
     static = None if args.static is None else parse_size(args.static, "--static")
     if args.model is not None and args.scale is None:
         raise UsageError("--model needs --scale")

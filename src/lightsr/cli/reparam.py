@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.deploy import reparameterize_checkpoint
     from lightsr.paths import check_output_path
 
-    check_output_path(args.destination, args.overwrite)
+    check_output_path(args.destination, args.overwrite, ".safetensors")
     model = reparameterize_checkpoint(args.source, args.destination, half=args.half)
     n_params = sum(p.numel() for p in model.module.parameters())
     print(f"{args.destination}: {model.variant} x{model.scale}, deploy form, {n_params:,} params")
