@@ -10,15 +10,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lightsr.errors import ImageError, UsageError
 from lightsr.export import cached_export
 from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
+    check_torch_precision,
     prepare_model,
     resolve_device,
-    resolve_precision,
     upscale_array,
 )
 from lightsr.io import read_image
@@ -47,11 +48,14 @@ class Upscaler:
             when the image would exceed ``max_memory``.
         tile_overlap: context pixels around each tile (see :mod:`lightsr.inference`).
         max_memory: bytes one forward pass may use; ``None`` sizes it from free memory.
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime:
+            the statically quantised export, see :mod:`lightsr.quantize`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32 or fp16): runs ``weights``
+        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32, fp16 or int8): runs ``weights``
             when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
             use and cached (see :func:`lightsr.export.cached_export`).
+        threads: intra-op threads; ``None`` leaves torch's setting and ONNX Runtime's
+            default (the ``lightsr`` command passes :func:`lightsr.runtime.default_threads`).
 
     Raises:
         UsageError: unknown backend, precision, device or model name; bad scale.
@@ -69,6 +73,7 @@ class Upscaler:
         precision: str = "fp32",
         device: str = "auto",
         backend: str = "torch",
+        threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(
@@ -80,12 +85,13 @@ class Upscaler:
             raise UsageError(f"tile size must be positive, got {tile}")
         if tile_overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
-        resolve_precision(precision)
         if backend == "onnxruntime":
             check_ort_options(device, precision)
             device = "cpu"
         elif is_onnx_file(weights):
             raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
+        else:
+            check_torch_precision(precision)
         self.device = resolve_device(device)
         self.precision = precision
         self.tile = tile
@@ -95,8 +101,10 @@ class Upscaler:
         if model == BICUBIC and weights is None:
             self.scale = DEFAULT_SCALE if scale is None else scale
             return
+        if threads is not None and backend == "torch":
+            torch.set_num_threads(threads)
         if backend == "onnxruntime":
-            self.network = _onnx_network(model, scale, weights, precision)
+            self.network = _onnx_network(model, scale, weights, precision, threads)
         else:
             network = _load_network(model, scale, weights)
             self.network = prepare_model(network, self.device, precision)
@@ -166,6 +174,7 @@ def upscale(
     precision: str = "fp32",
     device: str = "auto",
     backend: str = "torch",
+    threads: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Super-resolve one image.
@@ -191,6 +200,7 @@ def upscale(
         precision=precision,
         device=device,
         backend=backend,
+        threads=threads,
     )
     return upscaler(image, progress)
 
@@ -214,15 +224,21 @@ def _onnx_network(
     scale: int | None,
     weights: str | os.PathLike | None,
     precision: str,
+    threads: int | None,
 ) -> OrtModel:
-    """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export."""
+    """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export
+    (quantised to int8 for ``precision="int8"``)."""
     if is_onnx_file(weights):
-        network = load_onnx_model(weights)
+        network = load_onnx_model(weights, threads)
         if scale is not None and scale != network.scale:
             raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
         return network
     torch_model = _load_network(model, scale, weights)
-    return load_onnx_model(cached_export(torch_model, half=precision == "fp16"))
+    if precision == "int8":
+        from lightsr.quantize import cached_int8_export
+
+        return load_onnx_model(cached_int8_export(torch_model), threads)
+    return load_onnx_model(cached_export(torch_model, half=precision == "fp16"), threads)
 
 
 def _check_pixels(pixels: object) -> None:

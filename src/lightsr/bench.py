@@ -74,6 +74,8 @@ PRECISIONS: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+# Precisions only ONNX Runtime runs (its statically quantised export, lightsr.quantize).
+ORT_ONLY_PRECISIONS = ("int8",)
 BACKENDS = ("torch", "onnxruntime")
 PROTOCOLS = ("robust", "ntire")
 DEVICES = ("cpu", "cuda")
@@ -93,7 +95,7 @@ class BenchSettings:
         size: LR input (height, width).
         device: ``"cpu"`` or ``"cuda"``.
         backend: ``"torch"`` (eager) or ``"onnxruntime"`` (the network's ONNX export).
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime).
         protocol: ``"robust"`` or ``"ntire"`` (see the module docstring).
         runs: timed forwards (robust) or images (ntire).
         warmup: untimed forwards before timing (robust only).
@@ -116,7 +118,9 @@ class BenchSettings:
         """Raise :class:`UsageError` for invalid values or combinations."""
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)
-        _check_choice("precision", self.precision, tuple(PRECISIONS))
+        _check_choice("precision", self.precision, (*PRECISIONS, *ORT_ONLY_PRECISIONS))
+        if self.precision in ORT_ONLY_PRECISIONS and self.backend != "onnxruntime":
+            raise UsageError(f"{self.precision} runs on the onnxruntime backend only")
         _check_choice("protocol", self.protocol, PROTOCOLS)
         for name in ("scale", "runs", "threads"):
             if getattr(self, name) < 1:
@@ -440,7 +444,12 @@ def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> 
     from lightsr.ort import INPUT_NAME, OUTPUT_NAME, create_session
 
     model = SRModel(module=module, spec=spec, scale=settings.scale)
-    path = cached_export(model, half=settings.precision == "fp16")
+    if settings.precision == "int8":
+        from lightsr.quantize import cached_int8_export
+
+        path = cached_int8_export(model)
+    else:
+        path = cached_export(model, half=settings.precision == "fp16")
     session = create_session(path, threads=settings.threads)
 
     def make_input(height: int, width: int) -> Any:

@@ -76,6 +76,9 @@ EXAMPLE_SHAPE = (2, 3, 75, 83)
 # ``--verify`` sizes: different from the example and multiples of no window.
 VERIFY_SIZES = ((37, 53), (64, 64), (97, 131))
 TOLERANCE = {False: 1e-3, True: 2e-2}
+# Part of cached export names: bump when the exported graph of the same weights changes
+# (g2: attention in window groups, see lightsr.archs.blocks.grouped_attention).
+GRAPH_REVISION = "g2"
 
 
 @dataclass(frozen=True)
@@ -549,7 +552,8 @@ def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET
     precision = "fp16" if half else "fp32"
     key = weights_digest(deployed.module)[:16]
     folder = cache_dir() / "onnx"
-    path = folder / f"{model.variant}_x{model.scale}_{precision}_op{opset}_{key}.onnx"
+    name = f"{model.variant}_x{model.scale}_{precision}_op{opset}_{GRAPH_REVISION}_{key}"
+    path = folder / f"{name}.onnx"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         export_onnx(model, path, opset=opset, half=half)

@@ -109,6 +109,17 @@ def resolve_precision(name: str) -> torch.dtype:
         ) from None
 
 
+def check_torch_precision(precision: str) -> torch.dtype:
+    """The torch dtype for ``precision``, with a pointer to ONNX Runtime for ``int8``.
+
+    Raises:
+        UsageError: ``int8`` (quantised exports run on ONNX Runtime) or an unknown name.
+    """
+    if precision == "int8":
+        raise UsageError("int8 runs on the onnxruntime backend; add --backend onnxruntime")
+    return resolve_precision(precision)
+
+
 def prepare_model(model: SRModel, device: str | torch.device, precision: str) -> SRModel:
     """Make ``model`` (in place) ready for inference on ``device`` in ``precision``; return it.
 

@@ -21,8 +21,12 @@ from lightsr.errors import CheckpointError, LightSRError, UsageError
 from lightsr.export import INPUT_NAME, OUTPUT_NAME
 from lightsr.models import NamedBySpec
 
+# Precisions of the exports this backend runs (int8: lightsr.quantize).
+ORT_PRECISIONS = ("fp32", "fp16", "int8")
+
 __all__ = [
     "INPUT_NAME",
+    "ORT_PRECISIONS",
     "OUTPUT_NAME",
     "OrtModel",
     "check_ort_options",
@@ -42,8 +46,10 @@ def check_ort_options(device: str, precision: str) -> None:
     """Raise :class:`UsageError` for a device or precision this backend cannot run."""
     if device not in ("auto", "cpu"):
         raise UsageError("the onnxruntime backend runs on the CPU only; use device 'cpu'")
-    if precision == "bf16":
-        raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
+    if precision not in ORT_PRECISIONS:
+        raise UsageError(
+            f"the onnxruntime backend supports {', '.join(ORT_PRECISIONS)}, not {precision}"
+        )
 
 
 def create_session(path: str | os.PathLike, threads: int | None = None) -> Any:

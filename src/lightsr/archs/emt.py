@@ -31,6 +31,7 @@ from lightsr.archs.blocks import (
     PixelShuffleUpsampler,
     fast_path,
     fold_batchnorm_after,
+    grouped_attention,
 )
 from lightsr.archs.registry import (
     ArchSpec,
@@ -372,7 +373,7 @@ class StripedWindowAttention(nn.Module):
             .reshape(2, n, heads * rows * cols, win_h * win_w, head_dim)
         )
         q, v = tokens.unbind(0)
-        out = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+        out = grouped_attention(q, q, v, window_dim=1, scale=1.0)
         out = (
             out.view(n, heads, rows, cols, win_h, win_w, head_dim)
             .permute(0, 1, 6, 2, 4, 3, 5)

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from lightsr.cli.runtime_options import PRECISIONS, print_precision_note
 from lightsr.errors import UsageError
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "all"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS, help="int8: onnxruntime backend only"
+    )
     parser.add_argument("--protocol", default="robust", choices=("robust", "ntire"))
     parser.add_argument(
         "--runs", type=int, default=10, metavar="N", help="timed runs / images (default: 10)"
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     for settings in all_settings:
         settings.validate()
+    print_precision_note("bench", args.precision, args.device)
     variants = select_models(args.models, args.scale)
     rows: list[BenchRow] = []
     for settings in all_settings:

@@ -6,11 +6,13 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from lightsr.errors import UsageError
+from lightsr.cli.runtime_options import (
+    add_runtime_options,
+    print_precision_note,
+    resolve_threads,
+)
 
 if TYPE_CHECKING:
-    import torch
-
     from lightsr.evaluate import EvalResult
 
 EPILOG = """\
@@ -20,6 +22,7 @@ LR files the inputs are made by MATLAB-bicubic downscaling of the mod-cropped HR
 Examples:
   lightsr eval --data Set5 --scale 4 --model bicubic
   lightsr eval --data Set14 --scale 2 --weights runs/fmen_x2/best.safetensors --json
+  lightsr eval --data Set5 --model fmen_s --backend onnxruntime --precision int8
 """
 
 
@@ -40,46 +43,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'bicubic', a network or published-checkpoint name (default: built-in model)",
     )
     which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    add_runtime_options(parser)
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
-    from lightsr.evaluate import BICUBIC, evaluate, find_hr_images
+    from lightsr.api import Upscaler
+    from lightsr.evaluate import evaluate, find_hr_images
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_hr_images(args.data, args.scale)
-    model = None
-    if args.weights is not None or args.model != BICUBIC:
-        from lightsr.inference import prepare_model
-        from lightsr.models import resolve_model
-
-        device = _device(args.device)
-        # Deploy form and inference layout: outputs equal, faster.
-        model = prepare_model(resolve_model(args.model, args.weights, args.scale), device, "fp32")
+    # Deploy form and inference layout (torch), or the (quantised) export (onnxruntime).
+    upscaler = Upscaler(
+        model=args.model,
+        scale=args.scale,
+        weights=args.weights,
+        precision=args.precision,
+        device=args.device,
+        backend=args.backend,
+        threads=resolve_threads(args.threads),
+    )
+    print_precision_note("eval", args.precision, upscaler.device.type)
+    model = upscaler.network
     result = evaluate(args.data, args.scale, model, progress=True)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         _print_table(result)
     return 0
-
-
-def _device(name: str) -> torch.device:
-    """The torch device for ``--device``; ``auto`` prefers CUDA when present."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def _print_table(result: EvalResult) -> None:

@@ -7,6 +7,11 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from lightsr.cli.runtime_options import (
+    add_runtime_options,
+    print_precision_note,
+    resolve_threads,
+)
 from lightsr.errors import UsageError
 
 if TYPE_CHECKING:
@@ -58,9 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    add_runtime_options(parser)
     parser.add_argument(
         "--suffix", metavar="TEXT", help="added to output file names (default: _x<S>)"
     )
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.inference import DEFAULT_TILE_OVERLAP
 
     _check_numbers(args)
+    threads = resolve_threads(args.threads)
     # Check inputs and outputs before loading the model, so that typos fail fast. The
     # default suffix names the scale, which --weights without --scale leaves to the file.
     jobs = _plan(args, args.scale or DEFAULT_SCALE)
@@ -96,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
         backend=args.backend,
+        threads=threads,
     )
+    print_precision_note("upscale", args.precision, upscaler.device.type)
     if upscaler.scale != (args.scale or DEFAULT_SCALE):
         jobs = _plan(args, upscaler.scale)
     display = _Display(len(jobs), quiet=args.json)
