@@ -83,7 +83,7 @@ def calibration_inputs(
         inputs.append(np.ascontiguousarray(patch[None], dtype=np.float32))
     if not inputs:
         raise UsageError(
-            f"int8 needs calibration images: none in {folder} is {crop * scale} px per side"
+            f"int8 needs calibration images: none in {folder} has {crop * scale}+ px sides"
         )
     return inputs
 
