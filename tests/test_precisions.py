@@ -19,9 +19,9 @@ from lightsr.archs.blocks import EXPORT_ATTENTION_GROUPS, grouped_attention
 from lightsr.bench import BenchSettings
 from lightsr.cli import main
 from lightsr.errors import UsageError
-from lightsr.inference import check_torch_precision
 from lightsr.io import read_image, write_image
 from lightsr.metrics import psnr
+from lightsr.options import resolve_precision
 from lightsr.ort import read_metadata
 from tests.conftest import shared_file
 
@@ -112,7 +112,7 @@ def test_eval_and_bench_accept_int8(cache, capsys):
 
 def test_int8_needs_onnxruntime_and_calibration_images(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="onnxruntime"):
-        check_torch_precision("int8")
+        resolve_precision("int8")
     with pytest.raises(UsageError, match="onnxruntime"):
         BenchSettings(precision="int8").validate()
     with pytest.raises(UsageError, match="calibration"):

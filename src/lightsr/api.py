@@ -10,25 +10,22 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from lightsr.errors import ImageError, UsageError
-from lightsr.export import cached_export
+from lightsr.errors import CheckpointError, ImageError, UsageError
+from lightsr.imresize import imresize
 from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
-    check_torch_precision,
     prepare_model,
-    resolve_device,
     upscale_array,
 )
 from lightsr.io import read_image
 from lightsr.models import SRModel
+from lightsr.options import BACKENDS, DEFAULT_SCALE, resolve_device, resolve_precision
 from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
+from lightsr.quantize import cached_onnx
 
 BICUBIC = "bicubic"
-BACKENDS = ("torch", "onnxruntime")
-DEFAULT_SCALE = 4
 
 ImageInput = np.ndarray | str | os.PathLike
 
@@ -54,8 +51,10 @@ class Upscaler:
         backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32, fp16 or int8): runs ``weights``
             when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
             use and cached (see :func:`lightsr.export.cached_export`).
-        threads: intra-op threads; ``None`` leaves torch's setting and ONNX Runtime's
-            default (the ``lightsr`` command passes :func:`lightsr.runtime.default_threads`).
+        outscale: final size factor when it differs from the network's scale (``3.5``):
+            the network's output is resized by MATLAB-exact bicubic to ``outscale`` × the
+            input size (rounded).
+        threads: CPU threads (torch's are process-wide); ``None`` leaves the default.
 
     Raises:
         UsageError: unknown backend, precision, device or model name; bad scale.
@@ -73,6 +72,7 @@ class Upscaler:
         precision: str = "fp32",
         device: str = "auto",
         backend: str = "torch",
+        outscale: float | None = None,
         threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
@@ -85,24 +85,31 @@ class Upscaler:
             raise UsageError(f"tile size must be positive, got {tile}")
         if tile_overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
+        if outscale is not None and not outscale > 0:
+            raise UsageError(f"outscale must be positive, got {outscale}")
+        if threads is not None:
+            if threads < 1:
+                raise UsageError(f"threads must be positive, got {threads}")
+            import torch
+
+            torch.set_num_threads(threads)
         if backend == "onnxruntime":
             check_ort_options(device, precision)
             device = "cpu"
         elif is_onnx_file(weights):
             raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
         else:
-            check_torch_precision(precision)
+            resolve_precision(precision)
         self.device = resolve_device(device)
         self.precision = precision
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.max_memory = max_memory
+        self.outscale = outscale
         self.network: SRModel | OrtModel | None = None
         if model == BICUBIC and weights is None:
             self.scale = DEFAULT_SCALE if scale is None else scale
             return
-        if threads is not None and backend == "torch":
-            torch.set_num_threads(threads)
         if backend == "onnxruntime":
             self.network = _onnx_network(model, scale, weights, precision, threads)
         else:
@@ -133,12 +140,15 @@ class Upscaler:
         pixels = read_image(image) if isinstance(image, str | os.PathLike) else image
         _check_pixels(pixels)
         if self.network is None:
-            from lightsr.imresize import imresize
-
-            return imresize(pixels, self.scale)
-        if pixels.ndim == 3 and pixels.shape[2] == 4:
-            return self._upscale_rgba(self.network, pixels, progress)
-        return self._run(self.network, pixels, progress)
+            output = imresize(pixels, self.scale)
+        elif pixels.ndim == 3 and pixels.shape[2] == 4:
+            output = self._upscale_rgba(self.network, pixels, progress)
+        else:
+            output = self._run(self.network, pixels, progress)
+        if self.outscale is None or self.outscale == self.scale:
+            return output
+        size = (round(pixels.shape[0] * self.outscale), round(pixels.shape[1] * self.outscale))
+        return imresize(output, output_shape=(max(size[0], 1), max(size[1], 1)))
 
     def _run(
         self, network: SRModel, pixels: np.ndarray, progress: ProgressCallback | None
@@ -174,7 +184,6 @@ def upscale(
     precision: str = "fp32",
     device: str = "auto",
     backend: str = "torch",
-    threads: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Super-resolve one image.
@@ -200,7 +209,6 @@ def upscale(
         precision=precision,
         device=device,
         backend=backend,
-        threads=threads,
     )
     return upscaler(image, progress)
 
@@ -224,21 +232,22 @@ def _onnx_network(
     scale: int | None,
     weights: str | os.PathLike | None,
     precision: str,
-    threads: int | None,
+    threads: int | None = None,
 ) -> OrtModel:
     """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export
-    (quantised to int8 for ``precision="int8"``)."""
+    (quantised for ``precision="int8"``, see :func:`lightsr.quantize.cached_int8_export`)."""
     if is_onnx_file(weights):
         network = load_onnx_model(weights, threads)
         if scale is not None and scale != network.scale:
             raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
         return network
     torch_model = _load_network(model, scale, weights)
-    if precision == "int8":
-        from lightsr.quantize import cached_int8_export
-
-        return load_onnx_model(cached_int8_export(torch_model), threads)
-    return load_onnx_model(cached_export(torch_model, half=precision == "fp16"), threads)
+    path = cached_onnx(torch_model, precision)
+    try:
+        return load_onnx_model(path, threads)
+    except CheckpointError:  # a damaged cache file (disk full, killed copy): export again
+        path.unlink(missing_ok=True)
+        return load_onnx_model(cached_onnx(torch_model, precision), threads)
 
 
 def _check_pixels(pixels: object) -> None:

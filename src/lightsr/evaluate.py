@@ -10,20 +10,22 @@ the Y channel with ``scale`` pixels cropped from each border.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from lightsr.errors import ImageError, UsageError
 from lightsr.imresize import imresize, mod_crop
 from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_image, to_float
-from lightsr.metrics import psnr, ssim
+from lightsr.metrics import SSIM_WINDOW, psnr, ssim
 from lightsr.models import SRModel
+from lightsr.paths import shared_dir
+from lightsr.progress import progress_bar
 
+# Folder holding test sets by name (Set5/, Set14/, ...), searched before the shared one.
+DATA_VARIABLE = "LIGHTSR_DATA"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MIN_SCALE, MAX_SCALE = 2, 8
 BICUBIC = "bicubic"
@@ -74,17 +76,40 @@ class EvalResult:
         }
 
 
+def resolve_data_dir(data: str | os.PathLike) -> Path:
+    """The folder of a test set given as a path or as a bare name (``"Set5"``).
+
+    A bare name that is not a folder here is looked up in ``$LIGHTSR_DATA`` and then in
+    the ``data/`` folder of :func:`lightsr.paths.shared_dir`.
+
+    Raises:
+        UsageError: no such folder, naming every place looked in.
+    """
+    path = Path(data)
+    if path.is_dir():
+        return path
+    candidates = [path]
+    if len(path.parts) == 1:
+        if os.environ.get(DATA_VARIABLE):
+            candidates.append(Path(os.environ[DATA_VARIABLE]) / path)
+        candidates.append(shared_dir() / "data" / path)
+    for candidate in candidates[1:]:
+        if candidate.is_dir():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise UsageError(f"data folder not found: {data} (looked in {looked}; see ${DATA_VARIABLE})")
+
+
 def find_hr_images(data_dir: str | os.PathLike, scale: int) -> list[Path]:
-    """Check a test-set folder and scale; return its HR images sorted by name.
+    """Check a test-set folder (a path or a name, see :func:`resolve_data_dir`) and scale;
+    return its HR images sorted by name.
 
     Raises:
         UsageError: bad scale, missing folder, no ``HR/`` folder or no images in it.
     """
     if not isinstance(scale, int) or not MIN_SCALE <= scale <= MAX_SCALE:
         raise UsageError(f"scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {scale}")
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UsageError(f"data folder not found: {data_dir}")
+    data_dir = resolve_data_dir(data_dir)
     hr_dir = data_dir / "HR"
     if not hr_dir.is_dir():
         raise UsageError(f"{data_dir} has no HR/ folder of ground-truth images")
@@ -103,7 +128,8 @@ def evaluate(
     """PSNR-Y and SSIM-Y of ``model`` on the test set in ``data_dir``.
 
     Args:
-        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``.
+        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``, or the name
+            of a standard set (see :func:`resolve_data_dir`).
         scale: upscaling factor; also the number of border pixels ignored by the metrics.
         model: network to evaluate; ``None`` evaluates MATLAB bicubic upscaling.
         progress: show a progress bar on stderr.
@@ -115,7 +141,7 @@ def evaluate(
     hr_paths = find_hr_images(data_dir, scale)
     if model is not None and model.scale != scale:
         raise UsageError(f"the model upscales x{model.scale}, not x{scale}")
-    data_dir = Path(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     lr_dir = data_dir / "LR_bicubic" / f"X{scale}"
     result = EvalResult(
         dataset=data_dir.resolve().name,
@@ -123,16 +149,12 @@ def evaluate(
         model=BICUBIC if model is None else model.variant,
         lr_generated=not lr_dir.is_dir(),
     )
-    bar = tqdm(
-        hr_paths,
-        desc=f"{result.dataset} x{scale}",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
+    bar = progress_bar(
+        hr_paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
     )
     for hr_path in bar:
         hr = mod_crop(read_rgb_uint8(hr_path), scale)
+        _check_size(hr, hr_path, scale, model)
         lr = _load_lr(hr, hr_path, lr_dir, scale) if lr_dir.is_dir() else imresize(hr, 1 / scale)
         sr = _super_resolve(lr, scale, model)
         if sr.shape != hr.shape:
@@ -145,6 +167,24 @@ def evaluate(
             )
         )
     return result
+
+
+def _check_size(hr: np.ndarray, hr_path: Path, scale: int, model: SRModel | None) -> None:
+    """Refuse HR images too small for SSIM inside the cropped border, or whose LR input is
+    too small for the network."""
+    height, width = hr.shape[:2]
+    smallest = SSIM_WINDOW + 2 * scale
+    if min(height, width) < smallest:
+        raise ImageError(
+            f"{hr_path}: {width}x{height} (after cropping to a multiple of {scale}) is too "
+            f"small: SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} pixels inside the {scale}-pixel "
+            f"border, so at least {smallest}x{smallest}"
+        )
+    if model is not None and min(height, width) // scale < model.spec.min_size:
+        raise ImageError(
+            f"{hr_path}: its x{scale} LR input is {width // scale}x{height // scale}; "
+            f"{model.variant} needs at least {model.spec.min_size}x{model.spec.min_size}"
+        )
 
 
 def _load_lr(hr: np.ndarray, hr_path: Path, lr_dir: Path, scale: int) -> np.ndarray:

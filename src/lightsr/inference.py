@@ -29,6 +29,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -42,6 +43,7 @@ from lightsr.archs.blocks import to_inference_layout
 from lightsr.deploy import deploy_module
 from lightsr.errors import ImageError, UsageError
 from lightsr.models import SRModel
+from lightsr.options import pixel_max, resolve_device, resolve_precision
 
 ProgressCallback = Callable[[int, int], None]
 # Every function here takes an ``SRModel`` or anything with the same ``spec``, ``scale``,
@@ -51,6 +53,9 @@ ProgressCallback = Callable[[int, int], None]
 # Default context (input pixels) around each tile. 64 covers FMEN-S's 34-conv receptive
 # field even at the edge of the blend band (64 - 64 // 4 = 48 >= 34).
 DEFAULT_TILE_OVERLAP = 64
+# Images with a smaller side are edge-padded to it: with less context a network's output
+# drifts (FMEN-S turns a lone 1x1 pixel's colour from (200, 60, 30) to (70, 44, 26)).
+MIN_CONTEXT = 16
 # Tile origins, tile sizes and margins are multiples of this: the largest window or patch
 # grid among the networks (ESC 32x32, EMT 32x8/8x32, DITN 8x8).
 TILE_ALIGN = 32
@@ -71,53 +76,6 @@ ACTIVATION_FACTOR = 8.0
 ATTENTION_FACTOR = 3.0
 # Side of the square probe image used to estimate memory per pixel.
 PROBE_SIZE = 256
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """The torch device for ``name``: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
-
-    Raises:
-        UsageError: unknown device, or CUDA requested but not available.
-    """
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r} (use auto, cpu or cuda)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"unsupported device {name!r} (use auto, cpu or cuda)")
-    return device
-
-
-def resolve_precision(name: str) -> torch.dtype:
-    """The floating-point type for ``fp32``, ``fp16`` or ``bf16``."""
-    try:
-        return PRECISIONS[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}"
-        ) from None
-
-
-def check_torch_precision(precision: str) -> torch.dtype:
-    """The torch dtype for ``precision``, with a pointer to ONNX Runtime for ``int8``.
-
-    Raises:
-        UsageError: ``int8`` (quantised exports run on ONNX Runtime) or an unknown name.
-    """
-    if precision == "int8":
-        raise UsageError("int8 runs on the onnxruntime backend; add --backend onnxruntime")
-    return resolve_precision(precision)
 
 
 def prepare_model(model: SRModel, device: str | torch.device, precision: str) -> SRModel:
@@ -410,7 +368,7 @@ class _Assembler:
         height, width = values.shape[:2]
         target = self.out[y : y + height, x : x + width]
         clipped = np.clip(values, 0.0, 1.0)
-        max_value = _MAX_VALUES.get(self.out.dtype)
+        max_value = pixel_max(self.out.dtype)
         if max_value is None:
             target[...] = clipped
         else:
@@ -424,7 +382,7 @@ def _forward_tile(model: SRModel, patch: np.ndarray) -> np.ndarray:
     """Run the network on an (h, w, C) patch (C = 1 or 3); return float32 (sh, sw, C)."""
     device, dtype = model.device, model.dtype
     tensor = torch.from_numpy(np.ascontiguousarray(patch)).to(device)
-    max_value = _MAX_VALUES.get(patch.dtype)
+    max_value = pixel_max(patch.dtype)
     tensor = tensor.to(dtype) if max_value is None else tensor.to(dtype) / max_value
     tensor = tensor.permute(2, 0, 1).unsqueeze(0).expand(1, 3, *patch.shape[:2])
     output = model.upscale(tensor)[0]
@@ -440,17 +398,26 @@ def _check_image(image: np.ndarray, model: SRModel) -> np.ndarray:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3):
         raise ImageError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
-    if image.dtype not in _MAX_VALUES and image.dtype != np.float32:
+    if pixel_max(image.dtype) is None and image.dtype != np.float32:
         raise ImageError(f"expected uint8, uint16 or float32 pixels, got {image.dtype}")
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         raise ImageError(f"image has zero size ({width}x{height})")
-    min_size = model.spec.min_size
-    if min(height, width) < min_size:
-        raise ImageError(
-            f"image is {width}x{height}; {model.variant} needs at least {min_size}x{min_size}"
-        )
     return image
+
+
+def _upscale_padded(model: SRModel, pixels: np.ndarray, *options: Any) -> np.ndarray:
+    """Upscale (H, W, C) ``pixels`` edge-padded on all sides to the smallest side the
+    network takes meaningfully (:data:`MIN_CONTEXT` or its ``min_size``), then crop: the
+    image sits in the middle, away from the zero padding of the network's convolutions."""
+    smallest = max(model.spec.min_size, MIN_CONTEXT)
+    height, width = pixels.shape[:2]
+    top, left = max(smallest - height, 0) // 2, max(smallest - width, 0) // 2
+    bottom, right = max(smallest - height - top, 0), max(smallest - width - left, 0)
+    padded = np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    out = upscale_array(model, padded, *options)
+    scale = model.scale
+    return out[top * scale : (top + height) * scale, left * scale : (left + width) * scale]
 
 
 def upscale_array(
@@ -475,10 +442,17 @@ def upscale_array(
         (sH, sW) or (sH, sW, 3) array of the input's dtype, clamped to its range.
 
     Raises:
-        ImageError: wrong shape or dtype, or smaller than the network's ``min_size``.
+        ImageError: wrong shape or dtype, or zero size.
+
+    Images with a side under :data:`MIN_CONTEXT` pixels (or the network's ``min_size``) are
+    edge-padded to it and the output cropped back: every network takes them, and gets
+    enough context to keep their colours.
     """
     gray = image.ndim == 2
     pixels = _check_image(image, model)
+    if min(pixels.shape[:2]) < max(model.spec.min_size, MIN_CONTEXT):
+        out = _upscale_padded(model, pixels, tile, overlap, max_memory, progress)
+        return out[..., 0] if gray else out
     height, width, channels = pixels.shape
     scale = model.scale
     plan = plan_tiles(height, width, model, tile, overlap, max_memory)

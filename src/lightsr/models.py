@@ -14,7 +14,7 @@ from torch import nn
 
 from lightsr.archs.blocks import pad_to_multiple
 from lightsr.archs.registry import ArchSpec, Detection, arch_specs, build_model, detectors, get_arch
-from lightsr.checkpoint import METADATA_KEYS, read_state_dict
+from lightsr.checkpoint import METADATA_KEYS, check_tensors, read_state_dict
 from lightsr.errors import CheckpointError
 
 StateDictLike = Mapping[str, torch.Tensor]
@@ -101,8 +101,14 @@ def model_from_state_dict(
     if detection is None:
         raise CheckpointError(_mismatch_message(state_dict, source))
     spec = get_arch(detection.name)
-    module = build_model(spec.name, detection.scale, **detection.overrides)
-    missing, unexpected = _load_strict(module, detection.state_dict)
+    try:
+        module = build_model(spec.name, detection.scale, **detection.overrides)
+    except (RuntimeError, TypeError, ValueError) as exc:  # sizes read from hostile shapes
+        raise CheckpointError(
+            f"{source or 'checkpoint'} looks like {spec.name} x{detection.scale} but its "
+            f"tensor shapes do not make one ({str(exc).strip().splitlines()[0][:120]})"
+        ) from None
+    missing, unexpected = _load_strict(module, detection.state_dict, source or "checkpoint")
     if missing or unexpected:
         first = (missing or unexpected)[0]
         kind = "missing" if missing else "unexpected"
@@ -163,23 +169,24 @@ def _detect_from_metadata(state_dict: dict, metadata: Mapping[str, str]) -> Dete
 
 def _detect(state_dict: dict) -> Detection | None:
     for detector in detectors().values():
-        found = detector(state_dict)
+        try:
+            found = detector(state_dict)
+        except (IndexError, KeyError, TypeError, ValueError):  # a tensor of the wrong rank
+            continue
         if found is not None:
             return found
     return None
 
 
-def _load_strict(module: nn.Module, state_dict: StateDictLike) -> tuple[list[str], list[str]]:
+def _load_strict(
+    module: nn.Module, state_dict: StateDictLike, source: str
+) -> tuple[list[str], list[str]]:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
         return missing, unexpected
-    for key, value in state_dict.items():
-        if expected[key].shape != value.shape:
-            raise CheckpointError(
-                f"key {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-            )
+    check_tensors(state_dict, expected, source)
     module.load_state_dict(state_dict, strict=True)
     return [], []
 

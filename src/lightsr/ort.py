@@ -18,15 +18,16 @@ from torch import nn
 
 from lightsr.archs.registry import ArchSpec, build_model, get_arch
 from lightsr.errors import CheckpointError, LightSRError, UsageError
-from lightsr.export import INPUT_NAME, OUTPUT_NAME
 from lightsr.models import NamedBySpec
 
+# Names of the graph input and output in every lightsr ONNX export.
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
 # Precisions of the exports this backend runs (int8: lightsr.quantize).
 ORT_PRECISIONS = ("fp32", "fp16", "int8")
 
 __all__ = [
     "INPUT_NAME",
-    "ORT_PRECISIONS",
     "OUTPUT_NAME",
     "OrtModel",
     "check_ort_options",

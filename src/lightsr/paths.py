@@ -10,11 +10,17 @@ from pathlib import Path
 
 
 def shared_dir() -> Path:
-    """The project's shared data folder: ``$LIGHTSR_SHARED`` or ``../shared`` beside the repo."""
+    """The shared data folder (benchmark sets, training images, reference files).
+
+    ``$LIGHTSR_SHARED`` when set; otherwise the first of ``shared/`` and ``../shared``
+    (relative to the current directory) that exists, else ``shared/``. The installed
+    package never assumes where a source checkout lies.
+    """
     env = os.environ.get("LIGHTSR_SHARED")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared"
+    candidates = [Path("shared"), Path("..", "shared")]
+    return next((path.resolve() for path in candidates if path.is_dir()), candidates[0].resolve())
 
 
 def cache_dir() -> Path:
@@ -49,3 +55,22 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Check, before any work, that a command may write its output file ``path``.
+
+    Every ``lightsr`` command that writes follows the same rule: an existing output is
+    replaced only with ``--overwrite``.
+
+    Raises:
+        UsageError: ``path`` is a folder, or exists and ``overwrite`` is false.
+    """
+    from lightsr.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give an output file name")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: output exists; use --overwrite to replace it")
+    return path

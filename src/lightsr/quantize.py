@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from lightsr.errors import UsageError
-from lightsr.evaluate import IMAGE_SUFFIXES
 from lightsr.models import SRModel
+from lightsr.options import IMAGE_SUFFIXES
 from lightsr.paths import replaced_atomically, shared_dir
 
 # Calibration: this many training images, one centred LR crop of this side from each.
@@ -142,7 +142,7 @@ def _quantize(source: Path, temporary: Path, inputs: Sequence[np.ndarray]) -> No
         quantize_static,
     )
 
-    from lightsr.export import INPUT_NAME
+    from lightsr.ort import INPUT_NAME
 
     proto = onnx.load(str(source))
     quantize_static(
@@ -181,3 +181,12 @@ def cached_int8_export(model: SRModel, calibration: str | os.PathLike | None = N
         folder = default_calibration_dir() if calibration is None else Path(calibration)
         quantize_onnx(fp32, path, calibration_inputs(folder, model.scale))
     return path
+
+
+def cached_onnx(model: SRModel, precision: str) -> Path:
+    """The cached export of ``model`` that runs ``precision`` (fp32, fp16 or int8)."""
+    from lightsr.export import cached_export
+
+    if precision == "int8":
+        return cached_int8_export(model)
+    return cached_export(model, half=precision == "fp16")

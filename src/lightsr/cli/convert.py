@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lightsr.convert import convert_checkpoint
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,10 +17,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", metavar="IN", help="checkpoint file or published name")
     parser.add_argument("destination", metavar="OUT", help="output .safetensors file")
     parser.add_argument("--half", action="store_true", help="store float tensors as float16")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightsr.convert import convert_checkpoint
+    from lightsr.paths import check_output_path
+
+    check_output_path(args.destination, args.overwrite)
     model = convert_checkpoint(args.source, args.destination, half=args.half)
     print(f"{args.destination}: {model.variant} x{model.scale}")
     return 0

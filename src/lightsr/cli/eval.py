@@ -6,11 +6,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from lightsr.cli.runtime_options import (
-    add_runtime_options,
-    print_precision_note,
-    resolve_threads,
-)
+from lightsr.cli.runtime_options import print_precision_note, resolve_threads
+from lightsr.errors import UsageError
+from lightsr.options import BACKENDS, DEVICE_HELP, INFERENCE_PRECISIONS
 
 if TYPE_CHECKING:
     from lightsr.evaluate import EvalResult
@@ -43,7 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'bicubic', a network or published-checkpoint name (default: built-in model)",
     )
     which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
-    add_runtime_options(parser)
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=INFERENCE_PRECISIONS,
+        help="fp32 (default), fp16, bf16 (torch) or int8 (onnxruntime: calibrated export)",
+    )
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: free)")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     parser.set_defaults(func=run)
 
@@ -55,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_hr_images(args.data, args.scale)
-    # Deploy form and inference layout (torch), or the (quantised) export (onnxruntime).
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
+    # The deploy form in its inference layout (torch), or the (quantised) export.
     upscaler = Upscaler(
         model=args.model,
         scale=args.scale,
@@ -66,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         threads=resolve_threads(args.threads),
     )
     print_precision_note("eval", args.precision, upscaler.device.type)
-    model = upscaler.network
-    result = evaluate(args.data, args.scale, model, progress=True)
+    result = evaluate(args.data, args.scale, upscaler.network, progress=True)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

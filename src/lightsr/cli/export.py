@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lightsr.options import parse_size
+
 EPILOG = """\
 The exported model has one input 'input' (N, 3, H, W) float32 RGB in [0, 1] and one output
 'output' (N, 3, sH, sW) float32 in [0, 1] (not clamped), whatever the network's own value
@@ -40,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="compare ONNX Runtime with torch at 3 sizes"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary")
     parser.set_defaults(func=run)
 
@@ -47,10 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.errors import UsageError
-    from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, parse_size, verify_onnx
+    from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, verify_onnx
     from lightsr.models import resolve_model
+    from lightsr.paths import check_output_path
+    from lightsr.progress import heartbeat
 
-    static = None if args.static is None else parse_size(args.static)
+    check_output_path(args.output, args.overwrite)
+    static = None if args.static is None else parse_size(args.static, "--static")
     if args.model is not None and args.scale is None:
         raise UsageError("--model needs --scale")
     if args.scale is not None and args.scale < 1:
@@ -65,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.weights)
         if args.scale is not None and args.scale != model.scale:
             raise UsageError(f"{args.weights} is a x{model.scale} model, not x{args.scale}")
-    result = export_onnx(model, args.output, opset=opset, half=args.fp16, static=static)
-    diffs = verify_onnx(result.path, model, half=args.fp16) if args.verify else {}
+    with heartbeat(f"exporting {model.variant} x{model.scale} (1-3 min)", not args.json):
+        result = export_onnx(model, args.output, opset=opset, half=args.fp16, static=static)
+    with heartbeat("verifying with ONNX Runtime", args.verify and not args.json):
+        diffs = verify_onnx(result.path, model, half=args.fp16) if args.verify else {}
     summary = {
         "output": str(result.path),
         "variant": model.variant,

@@ -16,6 +16,7 @@ Run folder layout (``<output_dir>/<name>/``)::
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lightsr.archs.registry import build_model, get_arch
-from lightsr.checkpoint import read_state_dict, save_safetensors
+from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, ConfigError, UsageError
+from lightsr.options import check_scale
 from lightsr.train.checkpoints import (
     TrainingState,
     list_checkpoints,
     load_checkpoint,
+    newest_valid_checkpoint,
     save_checkpoint,
 )
 from lightsr.train.config import Config, config_to_toml
@@ -116,9 +119,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
 def check_model(config: Config) -> None:
     """Fail early when the network or scale of ``config`` does not exist."""
     spec = get_arch(config.model.network)
-    if config.model.scale not in spec.scales:
-        allowed = ", ".join(str(s) for s in spec.scales)
-        raise ConfigError(f"{spec.name} supports scales {allowed}, not {config.model.scale}")
+    check_scale(spec.name, spec.scales, config.model.scale)
 
 
 class Trainer:
@@ -170,6 +171,7 @@ class Trainer:
 
     def _load_init_weights(self, path: str) -> None:
         state_dict, _ = read_state_dict(path)
+        check_tensors(state_dict, self.model.state_dict(), f"model.init_weights {path}")
         try:
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
@@ -196,7 +198,10 @@ class Trainer:
                 )
             return None
         if resume == "auto":
-            return existing[-1] if existing else None
+            found = newest_valid_checkpoint(self.run_dir, self._early_message)
+            if existing and found is None:
+                raise CheckpointError(f"{self.run_dir}: no checkpoint of this run can be loaded")
+            return found
         path = Path(resume)
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such checkpoint folder")
@@ -352,6 +357,11 @@ class Trainer:
             f"training {self.spec.name} x{self.scale} ({params / 1e6:.3f} M parameters) on "
             f"{self.device}{processes}, budget {' or '.join(budget)}, run folder {self.run_dir}"
         )
+
+    def _early_message(self, text: str) -> None:
+        """A message before the progress display exists."""
+        if self.info.is_main:
+            print(f"lightsr train: {text}", file=sys.stderr)
 
     def _message(self, text: str) -> None:
         if self.info.is_main:
