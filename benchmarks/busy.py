@@ -45,6 +45,10 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _seconds(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=NETWORKS)
@@ -73,11 +77,8 @@ def main() -> None:
     print("| network | lightsr, auto threads (s) | lightsr, 2 threads (s) | official (s) |")
     print("|---|---:|---:|---:|")
     for row in results:
-        theirs = "" if row["official_s"] is None else f"{row['official_s']:.3f}"
-        print(
-            f"| {row['variant']} | {row['auto_s']:.3f} ({row['auto_threads']}) "
-            f"| {row['two_s']:.3f} | {theirs} |"
-        )
+        auto, two, theirs = (_seconds(row[key]) for key in ("auto_s", "two_s", "official_s"))
+        print(f"| {row['variant']} | {auto} ({row['auto_threads']}) | {two} | {theirs} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

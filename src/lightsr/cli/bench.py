@@ -7,12 +7,11 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from lightsr.cli.runtime_options import print_precision_note
+from lightsr.cli.runtime_options import add_precision_argument, print_precision_note
 from lightsr.options import (
     BACKENDS,
     BENCH_PROTOCOLS,
     DEVICE_TYPES,
-    INFERENCE_PRECISIONS,
     parse_size,
 )
 
@@ -56,12 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=DEVICE_TYPES)
     parser.add_argument("--backend", default="torch", choices=(*BACKENDS, "all"))
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=INFERENCE_PRECISIONS,
-        help="fp32 (default), fp16, bf16 (torch) or int8 (onnxruntime only)",
-    )
+    add_precision_argument(parser)
     parser.add_argument("--protocol", default="robust", choices=BENCH_PROTOCOLS)
     parser.add_argument(
         "--runs", type=int, default=10, metavar="N", help="timed runs / images (default: 10)"

@@ -6,9 +6,13 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from lightsr.cli.runtime_options import print_precision_note, resolve_threads
+from lightsr.cli.runtime_options import (
+    add_precision_argument,
+    print_precision_note,
+    resolve_threads,
+)
 from lightsr.errors import UsageError
-from lightsr.options import BACKENDS, DEVICE_HELP, INFERENCE_PRECISIONS
+from lightsr.options import BACKENDS, DEVICE_HELP
 
 if TYPE_CHECKING:
     from lightsr.evaluate import EvalResult
@@ -42,12 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=INFERENCE_PRECISIONS,
-        help="fp32 (default), fp16, bf16 (torch) or int8 (onnxruntime: calibrated export)",
-    )
+    add_precision_argument(parser)
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: free)")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")

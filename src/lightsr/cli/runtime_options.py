@@ -1,10 +1,22 @@
-"""Helpers of the commands that run networks: thread count and precision notes."""
+"""Helpers of the commands that run networks: precision option and notes, thread count."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from lightsr.errors import UsageError
+from lightsr.options import INFERENCE_PRECISIONS
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision``: every inference precision, fp32 by default."""
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=INFERENCE_PRECISIONS,
+        help="fp32 (default), fp16, bf16 (torch) or int8 (onnxruntime: calibrated export)",
+    )
 
 
 def resolve_threads(threads: int | None) -> int:

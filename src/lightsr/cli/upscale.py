@@ -8,9 +8,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from lightsr.cli import scaleout
-from lightsr.cli.runtime_options import print_precision_note, resolve_threads
+from lightsr.cli.runtime_options import (
+    add_precision_argument,
+    print_precision_note,
+    resolve_threads,
+)
 from lightsr.errors import UsageError
-from lightsr.options import BACKENDS, DEVICE_HELP, INFERENCE_PRECISIONS
+from lightsr.options import BACKENDS, DEVICE_HELP
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
@@ -68,12 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=INFERENCE_PRECISIONS,
-        help="fp32 (default), fp16, bf16 (torch) or int8 (onnxruntime: calibrated export)",
-    )
+    add_precision_argument(parser)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
