@@ -95,7 +95,8 @@ def test_int8_export_is_cached_with_float_edges(cache, set5_crop):
     produced_by = {output: node.op_type for node in graph.node for output in node.output}
     assert produced_by.get(convs[0].input[0]) != "DequantizeLinear"
     assert produced_by.get(convs[-1].input[0]) != "DequantizeLinear"
-    assert sum(produced_by.get(c.input[1]) == "DequantizeLinear" for c in convs) >= len(convs) - 2
+    quantized = sum(produced_by.get(c.input[1]) == "DequantizeLinear" for c in convs)
+    assert quantized == len(convs) - 2 * quantize.FLOAT_EDGE_CONVS
 
 
 def test_eval_and_bench_accept_int8(cache, capsys):
