@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from lightsr.errors import CheckpointError, ImageError, UsageError
-from lightsr.export import cached_export
 from lightsr.imresize import imresize
 from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
@@ -30,6 +29,7 @@ from lightsr.options import (
     set_threads,
 )
 from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
+from lightsr.quantize import cached_onnx
 
 BICUBIC = "bicubic"
 
@@ -51,9 +51,10 @@ class Upscaler:
             when the image would exceed ``max_memory``.
         tile_overlap: context pixels around each tile (see :mod:`lightsr.inference`).
         max_memory: bytes one forward pass may use; ``None`` sizes it from free memory.
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime:
+            the statically quantised export, see :mod:`lightsr.quantize`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32 or fp16): runs ``weights``
+        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32, fp16 or int8): runs ``weights``
             when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
             use and cached (see :func:`lightsr.export.cached_export`).
         outscale: final size factor when it differs from the network's scale (``3.5``):
@@ -93,12 +94,13 @@ class Upscaler:
         if outscale is not None and not outscale > 0:
             raise UsageError(f"outscale must be positive, got {outscale}")
         set_threads(threads)
-        resolve_precision(precision)
         if backend == "onnxruntime":
             check_ort_options(device, precision)
             device = "cpu"
         elif is_onnx_file(weights):
             raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
+        else:
+            resolve_precision(precision)
         self.device = resolve_device(device)
         self.precision = precision
         self.tile = tile
@@ -233,19 +235,20 @@ def _onnx_network(
     precision: str,
     threads: int | None = None,
 ) -> OrtModel:
-    """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export."""
+    """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export
+    (quantised for ``precision="int8"``, see :func:`lightsr.quantize.cached_int8_export`)."""
     if is_onnx_file(weights):
         network = load_onnx_model(weights, threads)
         if scale is not None and scale != network.scale:
             raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
         return network
     torch_model = _load_network(model, scale, weights)
-    path = cached_export(torch_model, half=precision == "fp16")
+    path = cached_onnx(torch_model, precision)
     try:
         return load_onnx_model(path, threads)
     except CheckpointError:  # a damaged cache file (disk full, killed copy): export again
         path.unlink(missing_ok=True)
-        return load_onnx_model(cached_export(torch_model, half=precision == "fp16"), threads)
+        return load_onnx_model(cached_onnx(torch_model, precision), threads)
 
 
 def _check_pixels(pixels: object) -> None:

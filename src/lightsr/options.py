@@ -25,6 +25,10 @@ DEVICES = ("auto", *DEVICE_TYPES)
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, ... (default: auto)"
 # Inference precision name → the ``torch`` dtype attribute it computes in.
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# Precisions only the onnxruntime backend runs: its statically quantised export.
+ORT_ONLY_PRECISIONS = ("int8",)
+# Every precision `lightsr upscale`, `eval` and `bench` accept.
+INFERENCE_PRECISIONS = (*PRECISIONS, *ORT_ONLY_PRECISIONS)
 # Mixed-precision training: the autocast dtype, or "none" (fp32).
 TRAIN_PRECISIONS = ("none", "bf16", "fp16")
 # Upscaling factor when neither the options nor the weights give one.
@@ -108,6 +112,8 @@ def resolve_precision(name: str) -> torch.dtype:
     """The torch floating-point type of precision ``name`` (see :data:`PRECISIONS`)."""
     import torch
 
+    if name in ORT_ONLY_PRECISIONS:
+        raise UsageError(f"precision {name} runs on the onnxruntime backend only")
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}")
     return getattr(torch, PRECISIONS[name])

@@ -24,6 +24,8 @@ from lightsr.provenance import read_provenance
 # Names of the graph input and output in every lightsr ONNX export.
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
+# Precisions of the exports this backend runs (int8: lightsr.quantize).
+ORT_PRECISIONS = ("fp32", "fp16", "int8")
 
 __all__ = [
     "INPUT_NAME",
@@ -46,8 +48,10 @@ def check_ort_options(device: str, precision: str) -> None:
     """Raise :class:`UsageError` for a device or precision this backend cannot run."""
     if device not in ("auto", "cpu"):
         raise UsageError("the onnxruntime backend runs on the CPU only; use device 'cpu'")
-    if precision == "bf16":
-        raise UsageError("the onnxruntime backend supports fp32 and fp16, not bf16")
+    if precision not in ORT_PRECISIONS:
+        raise UsageError(
+            f"the onnxruntime backend supports {', '.join(ORT_PRECISIONS)}, not {precision}"
+        )
 
 
 def create_session(path: str | os.PathLike, threads: int | None = None) -> Any:

@@ -55,3 +55,65 @@ def retain_freed_memory() -> bool:
         mallopt(_M_MMAP_THRESHOLD, RETAINED_BLOCK_BYTES)
         and mallopt(_M_TRIM_THRESHOLD, RETAINED_TOP_BYTES)
     )
+
+
+THREADS_VARIABLE = "LIGHTSR_THREADS"
+# A core counts as free when other processes used less than this share of it lately.
+_SAMPLE_SECONDS = 0.1
+
+
+def free_cores() -> int:
+    """CPU cores this process may use that other processes are not keeping busy (at least 1).
+
+    Sums the idle share of each core in the process's affinity set over a short sample
+    (``psutil.cpu_percent``), so a core held by a competing busy process does not count.
+    """
+    import psutil
+
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    busy = psutil.cpu_percent(interval=_SAMPLE_SECONDS, percpu=True)
+    cores = [busy[i] for i in allowed if i < len(busy)] if allowed else busy
+    return max(1, round(sum(100.0 - share for share in cores) / 100.0))
+
+
+def default_threads() -> int:
+    """Intra-op threads for inference: ``$LIGHTSR_THREADS`` if set, else :func:`free_cores`.
+
+    Parallel regions of a network's forward synchronise all their threads, so one thread
+    that shares its core with another process stalls all the others: on a busy machine
+    fewer threads than cores are faster (FMEN-S ×4 on 2 cores with one competing busy
+    process: see ``docs/benchmarks.md``).
+
+    Raises:
+        ValueError: ``$LIGHTSR_THREADS`` is not a positive integer.
+    """
+    env = os.environ.get(THREADS_VARIABLE, "").strip()
+    if env:
+        threads = int(env)
+        if threads < 1:
+            raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {env!r}")
+        return threads
+    return free_cores()
+
+
+def has_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), per ``/proc/cpuinfo``."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+BF16_NOTE = (
+    "this CPU has no native bf16 (AVX-512 BF16 / AMX); bf16 runs emulated in fp32 "
+    "arithmetic and is slower than fp32"
+)
+
+
+def precision_note(precision: str, device_type: str) -> str | None:
+    """A one-line note for the user about ``precision`` on this machine, or ``None``."""
+    if precision == "bf16" and device_type == "cpu" and not has_native_bf16():
+        return BF16_NOTE
+    return None

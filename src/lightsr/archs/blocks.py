@@ -136,6 +136,44 @@ def fast_path() -> bool:
     return not torch.compiler.is_exporting()
 
 
+# Groups the windows of an exported attention are split into (see grouped_attention).
+EXPORT_ATTENTION_GROUPS = 16
+
+
+def grouped_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    window_dim: int,
+    attn_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    groups: int = EXPORT_ATTENTION_GROUPS,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` over a batch of windows, in groups when exported.
+
+    Eager and compiled PyTorch run the fused kernel, which never holds more than a few score
+    matrices. An exported graph decomposes attention into MatMul → Softmax → MatMul, so a
+    runtime would materialise the scores of every window at once (3.4 GiB for ESC on a
+    256×256 input). There the windows, along ``window_dim``, are split into ``groups``
+    groups attended one after another, so only one group's scores exist at a time (each
+    group adds its attention ops to the graph: networks with small windows and many
+    attention layers use fewer). The group bounds stay symbolic in the window count (groups may
+    be empty for small inputs); the outputs are equal.
+    """
+    if not torch.compiler.is_exporting():
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, scale=scale)
+    windows = query.shape[window_dim]
+    outputs = []
+    for group in range(groups):
+        # Bounds as symbolic expressions of the window count: tensor_split would bake the
+        # traced example's group sizes into the graph.
+        start = windows * group // groups
+        end = windows * (group + 1) // groups
+        q, k, v = (t.narrow(window_dim, start, end - start) for t in (query, key, value))
+        outputs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale))
+    return torch.cat(outputs, dim=window_dim)
+
+
 def to_inference_layout(module: nn.Module) -> nn.Module:
     """Give ``module`` (in place) the parameter layout its fast path prefers; return it.
 

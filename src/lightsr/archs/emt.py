@@ -30,6 +30,7 @@ from lightsr.archs.blocks import (
     PixelShuffleUpsampler,
     fast_path,
     fold_batchnorm_after,
+    grouped_attention,
 )
 from lightsr.archs.registry import (
     ArchSpec,
@@ -48,6 +49,10 @@ DF2K_MEAN = (0.4690, 0.4490, 0.4036)
 # (dy, dx) source offset of each of the five channel groups: group k of the output at (i, j)
 # reads the input at (i + dy, j + dx). Right, left, below, above neighbour, then identity.
 SHIFT_OFFSETS = ((0, 1), (0, -1), (1, 0), (-1, 0), (0, 0))
+# Window groups of exported attention (see grouped_attention): EMT's 256-token windows
+# hold 256 KiB of scores per head, so 8 groups bound them (about 25 MiB per group at
+# 256×256) without multiplying its twelve attention layers' ops by 16.
+EXPORT_GROUPS = 8
 
 EMT_DEFAULTS: Mapping[str, object] = {
     "dim": 60,
@@ -373,7 +378,7 @@ class StripedWindowAttention(nn.Module):
             .reshape(2, n, heads * rows * cols, win_h * win_w, head_dim)
         )
         q, v = tokens.unbind(0)
-        out = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+        out = grouped_attention(q, q, v, window_dim=1, scale=1.0, groups=EXPORT_GROUPS)
         out = (
             out.view(n, heads, rows, cols, win_h, win_w, head_dim)
             .permute(0, 1, 6, 2, 4, 3, 5)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import pad_to_multiple
+from lightsr.archs.blocks import grouped_attention, pad_to_multiple
 from lightsr.archs.registry import (
     ArchSpec,
     Reading,
@@ -201,7 +201,7 @@ class WindowAttention(nn.Module):
             3, batch * rows * cols, heads, win * win, head_dim
         )
         query, key, value = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=self._bias(query.dtype))
+        out = grouped_attention(query, key, value, window_dim=0, attn_mask=self._bias(query.dtype))
         out = out.view(batch, rows, cols, heads, win, win, head_dim)
         out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, heads * head_dim, padded_h, padded_w)
         return self.to_out(out[:, :, :height, :width])

@@ -95,12 +95,12 @@ def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> 
 
     The exported graph contains the value-range conversion and any test-time padding.
     """
-    from lightsr.export import cached_export
     from lightsr.models import SRModel
     from lightsr.ort import INPUT_NAME, OUTPUT_NAME, create_session
+    from lightsr.quantize import cached_onnx
 
     model = SRModel(module=module, spec=spec, scale=settings.scale)
-    path = cached_export(model, half=settings.precision == "fp16")
+    path = cached_onnx(model, settings.precision)
     session = create_session(path, threads=settings.threads)
 
     def make_input(height: int, width: int) -> Any:

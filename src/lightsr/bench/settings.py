@@ -12,7 +12,8 @@ from lightsr.options import (
     BACKENDS,
     BENCH_PROTOCOLS,
     DEVICE_TYPES,
-    PRECISIONS,
+    INFERENCE_PRECISIONS,
+    ORT_ONLY_PRECISIONS,
     check_choice,
     resolve_device,
 )
@@ -27,7 +28,7 @@ class BenchSettings:
         size: LR input (height, width).
         device: ``"cpu"`` or ``"cuda"``.
         backend: ``"torch"`` (eager) or ``"onnxruntime"`` (the network's ONNX export).
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime).
         protocol: ``"robust"`` or ``"ntire"`` (see :mod:`lightsr.bench`).
         runs: timed forwards (robust) or images (ntire).
         warmup: untimed forwards before timing (robust only).
@@ -50,7 +51,9 @@ class BenchSettings:
         """Raise :class:`UsageError` for invalid values or combinations."""
         check_choice("device", self.device, DEVICE_TYPES)
         check_choice("backend", self.backend, BACKENDS)
-        check_choice("precision", self.precision, tuple(PRECISIONS))
+        check_choice("precision", self.precision, INFERENCE_PRECISIONS)
+        if self.precision in ORT_ONLY_PRECISIONS and self.backend != "onnxruntime":
+            raise UsageError(f"{self.precision} runs on the onnxruntime backend only")
         check_choice("protocol", self.protocol, BENCH_PROTOCOLS)
         for name in ("scale", "runs", "threads"):
             if getattr(self, name) < 1:

@@ -7,7 +7,13 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from lightsr.options import BACKENDS, BENCH_PROTOCOLS, DEVICE_TYPES, PRECISIONS, parse_size
+from lightsr.cli.runtime_options import add_precision_argument, print_precision_note
+from lightsr.options import (
+    BACKENDS,
+    BENCH_PROTOCOLS,
+    DEVICE_TYPES,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from lightsr.bench import BenchRow, BenchSettings
@@ -49,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=DEVICE_TYPES)
     parser.add_argument("--backend", default="torch", choices=(*BACKENDS, "all"))
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    add_precision_argument(parser)
     parser.add_argument("--protocol", default="robust", choices=BENCH_PROTOCOLS)
     parser.add_argument(
         "--runs", type=int, default=10, metavar="N", help="timed runs / images (default: 10)"
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     for settings in all_settings:
         settings.validate()
+    print_precision_note("bench", args.precision, args.device)
     variants = select_models(args.models, args.scale)
     rows: list[BenchRow] = []
     for settings in all_settings:

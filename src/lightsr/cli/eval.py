@@ -6,7 +6,13 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from lightsr.options import DEVICE_HELP, resolve_device, set_threads
+from lightsr.cli.runtime_options import (
+    add_precision_argument,
+    print_precision_note,
+    resolve_threads,
+)
+from lightsr.errors import UsageError
+from lightsr.options import BACKENDS, DEVICE_HELP
 
 if TYPE_CHECKING:
     from lightsr.evaluate import EvalResult
@@ -18,6 +24,7 @@ LR files the inputs are made by MATLAB-bicubic downscaling of the mod-cropped HR
 Examples:
   lightsr eval --data Set5 --scale 4 --model bicubic
   lightsr eval --data Set14 --scale 2 --weights runs/fmen_x2/best.safetensors --json
+  lightsr eval --data Set5 --model fmen_s --backend onnxruntime --precision int8
 """
 
 
@@ -39,27 +46,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    add_precision_argument(parser)
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: free)")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
-    from lightsr.evaluate import BICUBIC, evaluate, find_hr_images
+    from lightsr.api import Upscaler
+    from lightsr.evaluate import evaluate, find_hr_images
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_hr_images(args.data, args.scale)
-    set_threads(args.threads)
-    model = None
-    if args.weights is not None or args.model != BICUBIC:
-        from lightsr.inference import prepare_model
-        from lightsr.models import resolve_model
-
-        device = resolve_device(args.device)  # a bad device fails before any loading
-        # Deploy form and inference layout: outputs equal, faster.
-        model = prepare_model(resolve_model(args.model, args.weights, args.scale), device, "fp32")
-    result = evaluate(args.data, args.scale, model, progress=True)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
+    # The deploy form in its inference layout (torch), or the (quantised) export.
+    upscaler = Upscaler(
+        model=args.model,
+        scale=args.scale,
+        weights=args.weights,
+        precision=args.precision,
+        device=args.device,
+        backend=args.backend,
+        threads=resolve_threads(args.threads),
+    )
+    print_precision_note("eval", args.precision, upscaler.device.type)
+    result = evaluate(args.data, args.scale, upscaler.network, progress=True)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -8,8 +8,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from lightsr.cli import scaleout, upscale_video
+from lightsr.cli.runtime_options import (
+    add_precision_argument,
+    print_precision_note,
+    resolve_threads,
+)
 from lightsr.errors import UsageError
-from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
+from lightsr.options import BACKENDS, DEVICE_HELP
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
@@ -68,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    add_precision_argument(parser)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
@@ -95,7 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="final size factor: the network's scale, then MATLAB bicubic to F (e.g. 3.5)",
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads (default: $LIGHTSR_THREADS, else the cores other processes leave free)",
+    )
     parser.add_argument(
         "--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100 (101: lossless WebP)"
     )
@@ -169,7 +179,11 @@ def run(args: argparse.Namespace) -> int:
 def _upscaler(args: argparse.Namespace) -> Upscaler:
     from lightsr.api import Upscaler
 
-    return Upscaler(**_upscaler_options(args))
+    options = _upscaler_options(args)
+    options["threads"] = resolve_threads(args.threads)
+    upscaler = Upscaler(**options)
+    print_precision_note("upscale", args.precision, upscaler.device.type)
+    return upscaler
 
 
 def _plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:

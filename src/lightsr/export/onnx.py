@@ -149,11 +149,16 @@ def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
         check(temporary)
 
 
+# Part of cached export names: bump when the graph exported from the same weights changes
+# (g2: attention in window groups, see lightsr.archs.blocks.grouped_attention).
+GRAPH_REVISION = "g2"
+
+
 def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET) -> Path:
     """The ONNX export of ``model`` in the cache folder, exported on first use.
 
-    The file name is keyed by variant, scale, precision, opset and a hash of the deploy-form
-    weights, so any change of weights gives a new export.
+    The file name is keyed by variant, scale, precision, opset, :data:`GRAPH_REVISION` and a
+    hash of the deploy-form weights, so any change of weights or graph gives a new export.
     """
     from lightsr.paths import cache_dir
 
@@ -161,7 +166,8 @@ def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET
     precision = "fp16" if half else "fp32"
     key = weights_digest(deployed.module)[:16]
     folder = cache_dir() / "onnx"
-    path = folder / f"{model.variant}_x{model.scale}_{precision}_op{opset}_{key}.onnx"
+    name = f"{model.variant}_x{model.scale}_{precision}_op{opset}_{GRAPH_REVISION}_{key}"
+    path = folder / f"{name}.onnx"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         export_onnx(model, path, opset=opset, half=half)
