@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import build_model, get_arch
 from lightsr.checkpoint import read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, ConfigError, UsageError
@@ -154,6 +155,9 @@ class Trainer:
         if config.model.balance:
             self._balance()
         self.model.to(device)
+        if device.type == "cpu":
+            # oneDNN trains NHWC convolutions about 1.5x faster (FMEN-S, one thread).
+            to_inference_layout(self.model)
         if device.type == "cuda":
             # Fixed patch sizes: let cuDNN pick the fastest kernels once.
             torch.backends.cudnn.benchmark = True
