@@ -18,12 +18,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python -m lightsr.demo --out demo
+	$(BIN)/lightsr demo --out demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 test: $(STAMP)
+	@# The browser test of `lightsr serve` drives Debian's Chromium (Playwright brings no browser).
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 

@@ -1,4 +1,6 @@
-"""Shared fixtures. Tests read real data from ``../shared`` (or ``$LIGHTSR_SHARED``).
+"""Shared fixtures. Tests read real data from ``$LIGHTSR_SHARED``, by default ``../shared``
+beside the repository root (set here, before any test runs, so that the library and
+subprocesses started by tests find the same folder from any working directory).
 
 Under CI (``CI=true``) a missing shared file is a failure, never a skip.
 """
@@ -9,6 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("LIGHTSR_SHARED", str(Path(__file__).resolve().parents[2] / "shared"))
 
 from lightsr.paths import shared_dir
 

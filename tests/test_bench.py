@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lightsr import bench_plot
 from lightsr.archs.registry import build_model
 from lightsr.bench import (
     BenchRow,
@@ -28,6 +27,7 @@ from lightsr.bench import (
     run_bench,
     select_models,
 )
+from lightsr.bench import plot as bench_plot
 from lightsr.cli import main
 from lightsr.errors import UsageError
 from tests.conftest import shared_file

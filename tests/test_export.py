@@ -186,12 +186,12 @@ def test_frozen_size_branches_are_refused(tmp_path, module):
 
 
 def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
-    import lightsr.export
+    import lightsr.export.onnx
 
     def fail(*args, **kwargs):
         raise ExportError("checked and refused")
 
-    monkeypatch.setattr(lightsr.export, "_check_witnesses", fail)
+    monkeypatch.setattr(lightsr.export.onnx, "check_witnesses", fail)
     target = tmp_path / "m.onnx"
     target.write_bytes(b"old")
     with pytest.raises(ExportError, match="refused"):
@@ -221,7 +221,8 @@ def test_static_export(tmp_path):
 
 def test_parse_size():
     assert parse_size("64x96") == (64, 96)
-    for bad in ("64", "0x4", "axb", "64x"):
+    assert parse_size("64") == (64, 64)
+    for bad in ("0", "0x4", "axb", "64x"):
         with pytest.raises(UsageError, match="64x64"):
             parse_size(bad)
 

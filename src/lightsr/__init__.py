@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -25,3 +27,21 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'lightsr' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The ``lightsr`` module, whose public names never turn into submodules.
+
+    Importing a submodule binds it as an attribute of its package. ``lightsr.imresize`` is
+    both a function of the public API and the module defining it, so without this guard
+    ``lightsr.imresize`` would be the function before ``import lightsr.imresize`` and the
+    module after it.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return  # the import system binding a submodule: keep the public name
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -17,16 +17,14 @@ from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
     prepare_model,
-    resolve_device,
-    resolve_precision,
     upscale_array,
 )
 from lightsr.io import read_image
 from lightsr.models import SRModel
+from lightsr.options import BACKENDS, resolve_device, resolve_precision
 from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
 
 BICUBIC = "bicubic"
-BACKENDS = ("torch", "onnxruntime")
 DEFAULT_SCALE = 4
 
 ImageInput = np.ndarray | str | os.PathLike

@@ -21,8 +21,8 @@ from lightsr.api import Upscaler
 from lightsr.errors import ImageError, UsageError
 from lightsr.inference import ProgressCallback
 from lightsr.io import read_image, write_image
+from lightsr.options import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _GLOB_CHARS = frozenset("*?[")
 
 

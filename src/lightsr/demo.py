@@ -1,4 +1,4 @@
-"""``python -m lightsr.demo --out demo``: upscale a real photograph ×4 and compare with bicubic.
+"""``lightsr demo --out demo``: upscale a real photograph ×4 and compare with bicubic.
 
 The photograph is Grace Hopper's portrait that ships with matplotlib (a lightsr
 dependency), so the demo works offline. It is downscaled ×4 with MATLAB bicubic to make the
@@ -12,15 +12,12 @@ the network against it and writes
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from lightsr.errors import LightSRError
 
 SCALE = 4
 # Crop (output pixels) around the eyes, shown enlarged in the comparison.
@@ -73,26 +70,13 @@ def comparison(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lightsr.demo", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--out", default="demo", type=Path, help="output folder (default: demo)")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--model", metavar="NAME", help="network or checkpoint name (default: built-in)"
-    )
-    which.add_argument("--weights", metavar="PATH", help="checkpoint file")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    args = parser.parse_args(argv)
-    try:
-        run(args.out, args.model, args.weights, args.device)
-    except LightSRError as exc:
-        print(f"lightsr demo: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    """``python -m lightsr.demo [ARGS]``: the same as ``lightsr demo [ARGS]``."""
+    from lightsr.cli import main as cli_main
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
-def run(out_dir: Path, model: str | None, weights: str | None, device: str) -> None:
+def make_demo(out_dir: Path, model: str | None, weights: str | None, device: str) -> None:
     """Make the demo images in ``out_dir`` and print PSNR-Y against the original."""
     from lightsr.api import Upscaler
     from lightsr.imresize import imresize, mod_crop

@@ -42,6 +42,7 @@ from lightsr.archs.blocks import to_inference_layout
 from lightsr.deploy import deploy_module
 from lightsr.errors import ImageError, UsageError
 from lightsr.models import SRModel
+from lightsr.options import pixel_max, resolve_device, resolve_precision
 
 ProgressCallback = Callable[[int, int], None]
 # Every function here takes an ``SRModel`` or anything with the same ``spec``, ``scale``,
@@ -71,42 +72,6 @@ ACTIVATION_FACTOR = 8.0
 ATTENTION_FACTOR = 3.0
 # Side of the square probe image used to estimate memory per pixel.
 PROBE_SIZE = 256
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """The torch device for ``name``: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
-
-    Raises:
-        UsageError: unknown device, or CUDA requested but not available.
-    """
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r} (use auto, cpu or cuda)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"unsupported device {name!r} (use auto, cpu or cuda)")
-    return device
-
-
-def resolve_precision(name: str) -> torch.dtype:
-    """The floating-point type for ``fp32``, ``fp16`` or ``bf16``."""
-    try:
-        return PRECISIONS[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}"
-        ) from None
 
 
 def prepare_model(model: SRModel, device: str | torch.device, precision: str) -> SRModel:
@@ -399,7 +364,7 @@ class _Assembler:
         height, width = values.shape[:2]
         target = self.out[y : y + height, x : x + width]
         clipped = np.clip(values, 0.0, 1.0)
-        max_value = _MAX_VALUES.get(self.out.dtype)
+        max_value = pixel_max(self.out.dtype)
         if max_value is None:
             target[...] = clipped
         else:
@@ -413,7 +378,7 @@ def _forward_tile(model: SRModel, patch: np.ndarray) -> np.ndarray:
     """Run the network on an (h, w, C) patch (C = 1 or 3); return float32 (sh, sw, C)."""
     device, dtype = model.device, model.dtype
     tensor = torch.from_numpy(np.ascontiguousarray(patch)).to(device)
-    max_value = _MAX_VALUES.get(patch.dtype)
+    max_value = pixel_max(patch.dtype)
     tensor = tensor.to(dtype) if max_value is None else tensor.to(dtype) / max_value
     tensor = tensor.permute(2, 0, 1).unsqueeze(0).expand(1, 3, *patch.shape[:2])
     output = model.upscale(tensor)[0]
@@ -429,7 +394,7 @@ def _check_image(image: np.ndarray, model: SRModel) -> np.ndarray:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3):
         raise ImageError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
-    if image.dtype not in _MAX_VALUES and image.dtype != np.float32:
+    if pixel_max(image.dtype) is None and image.dtype != np.float32:
         raise ImageError(f"expected uint8, uint16 or float32 pixels, got {image.dtype}")
     height, width = image.shape[:2]
     if height == 0 or width == 0:

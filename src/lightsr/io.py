@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lightsr.errors import ImageError
+from lightsr.options import IMAGE_FORMATS, pixel_max
 from lightsr.paths import replaced_atomically
 
 # File signatures of the formats we read, to name the format in messages and to tell
@@ -31,18 +32,8 @@ _SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("TIFF", b"MM\x00*", 0),
     ("BMP", b"BM", 0),
 )
-_WRITE_FORMATS = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".webp": "WebP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _ALPHA_FORMATS = {"PNG", "WebP", "TIFF", "BMP"}
-_MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -64,12 +55,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             samples that are not 8/16-bit unsigned integers.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
+    """Decode an image file held in memory, as :func:`read_image` does (EXIF orientation
+    applied); ``name`` stands for it in error messages.
+
+    Raises:
+        ImageError: not a supported format, damaged, or not 8/16-bit samples.
+    """
     image_format = _sniff_format(data)
     if image_format is None:
-        raise ImageError(f"{path}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
+        raise ImageError(f"{name}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
     if image_format == "PNG" and not _png_is_complete(data):
-        raise ImageError(f"{path}: truncated or damaged PNG data")
+        raise ImageError(f"{name}: truncated or damaged PNG data")
     # IMREAD_UNCHANGED ignores EXIF orientation; for JPEG (never alpha) the ANYCOLOR|ANYDEPTH
     # flags keep gray as gray while letting OpenCV rotate/flip per the orientation tag.
     flags = (
@@ -80,10 +80,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     with _quiet_opencv():
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None:
-        raise ImageError(f"{path}: cannot decode {image_format} data (damaged or truncated)")
-    if image.dtype not in _MAX_VALUES:
-        raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
-    return _to_rgb_order(image, path)
+        raise ImageError(f"{name}: cannot decode {image_format} data (damaged or truncated)")
+    if pixel_max(image.dtype) is None:
+        raise ImageError(f"{name}: unsupported sample type {image.dtype} (need 8 or 16 bit)")
+    return _to_rgb_order(image, name)
 
 
 def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
@@ -151,7 +151,7 @@ def _quiet_opencv() -> Iterator[None]:
         logging.setLogLevel(previous)
 
 
-def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb_order(image: np.ndarray, name: str | os.PathLike) -> np.ndarray:
     if image.ndim == 2:
         return image
     channels = image.shape[2]
@@ -161,7 +161,7 @@ def _to_rgb_order(image: np.ndarray, path: Path) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    raise ImageError(f"{path}: unsupported number of channels ({channels})")
+    raise ImageError(f"{name}: unsupported number of channels ({channels})")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -192,17 +192,30 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
             file could not be encoded or written.
     """
     path = Path(path)
-    image_format = _WRITE_FORMATS.get(path.suffix.lower())
-    if image_format is None:
-        known = ", ".join(sorted(_WRITE_FORMATS))
-        raise ImageError(f"{path}: unknown image extension {path.suffix!r} (use one of {known})")
-    encoded = _encode(image, image_format, path, quality)
-    _write_atomically(path, encoded)
+    _write_atomically(path, _encode_for(path, image, quality))
     return path
 
 
+def encode_image(image: np.ndarray, extension: str, quality: int | None = None) -> np.ndarray:
+    """Encode ``image`` in memory: the bytes :func:`write_image` writes to a file whose name
+    ends in ``extension`` (``".png"``, ``".jpg"``, ``".webp"``, ...), with the same checks.
+
+    Returns:
+        The encoded file as a 1-D uint8 array.
+    """
+    return _encode_for(Path(f"image{extension}"), image, quality)
+
+
+def _encode_for(path: Path, image: np.ndarray, quality: int | None) -> np.ndarray:
+    image_format = IMAGE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        known = ", ".join(sorted(IMAGE_FORMATS))
+        raise ImageError(f"{path}: unknown image extension {path.suffix!r} (use one of {known})")
+    return _encode(image, image_format, path, quality)
+
+
 def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> np.ndarray:
-    if image.dtype not in _MAX_VALUES:
+    if pixel_max(image.dtype) is None:
         raise ImageError(f"{path}: cannot write {image.dtype} pixels; convert to uint8/uint16")
     if image.dtype == np.uint16 and image_format not in _SIXTEEN_BIT_FORMATS:
         raise ImageError(f"{path}: {image_format} cannot store 16-bit images; use PNG or TIFF")
@@ -275,7 +288,7 @@ def _write_atomically(path: Path, data: bytes | np.ndarray) -> None:
 
 def to_float(image: np.ndarray) -> np.ndarray:
     """uint8/uint16 pixels → float32 in [0, 1] (÷255 or ÷65535)."""
-    max_value = _MAX_VALUES.get(image.dtype)
+    max_value = pixel_max(image.dtype)
     if max_value is None:
         raise ImageError(f"expected uint8 or uint16 pixels, got {image.dtype}")
     return image.astype(np.float32) / np.float32(max_value)
@@ -284,7 +297,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
 def from_float(image: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
     """Float pixels in [0, 1] → ``dtype`` (uint8/uint16): clamp, scale, round, cast."""
     dtype = np.dtype(dtype)
-    max_value = _MAX_VALUES.get(dtype)
+    max_value = pixel_max(dtype)
     if max_value is None:
         raise ImageError(f"can only convert to uint8 or uint16, not {dtype}")
     scaled = np.clip(image, 0.0, 1.0) * max_value

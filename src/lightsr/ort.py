@@ -18,8 +18,11 @@ from torch import nn
 
 from lightsr.archs.registry import ArchSpec, build_model, get_arch
 from lightsr.errors import CheckpointError, LightSRError, UsageError
-from lightsr.export import INPUT_NAME, OUTPUT_NAME
 from lightsr.models import NamedBySpec
+
+# Names of the graph input and output in every lightsr ONNX export.
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
 
 __all__ = [
     "INPUT_NAME",

@@ -10,11 +10,17 @@ from pathlib import Path
 
 
 def shared_dir() -> Path:
-    """The project's shared data folder: ``$LIGHTSR_SHARED`` or ``../shared`` beside the repo."""
+    """The shared data folder (benchmark sets, training images, reference files).
+
+    ``$LIGHTSR_SHARED`` when set; otherwise the first of ``shared/`` and ``../shared``
+    (relative to the current directory) that exists, else ``shared/``. The installed
+    package never assumes where a source checkout lies.
+    """
     env = os.environ.get("LIGHTSR_SHARED")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared"
+    candidates = [Path("shared"), Path("..", "shared")]
+    return next((path.resolve() for path in candidates if path.is_dir()), candidates[0].resolve())
 
 
 def cache_dir() -> Path:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lightsr.errors import UsageError
+from lightsr.options import check_scale
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -125,9 +126,7 @@ def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
         **overrides: constructor arguments that replace the variant's defaults.
     """
     spec = get_arch(name)
-    if scale not in spec.scales:
-        allowed = ", ".join(f"x{s}" for s in spec.scales)
-        raise UsageError(f"{spec.name} does not support x{scale}; it supports {allowed}")
+    check_scale(spec.name, spec.scales, scale)
     kwargs = {**spec.defaults, **overrides}
     return spec.builder(scale=scale, **kwargs)
 

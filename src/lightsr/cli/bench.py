@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from lightsr.errors import UsageError
+from lightsr.options import BACKENDS, BENCH_PROTOCOLS, DEVICE_TYPES, PRECISIONS, parse_size
 
 if TYPE_CHECKING:
     from lightsr.bench import BenchRow, BenchSettings
@@ -47,10 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--input", default="256x256", metavar="HxW", help="LR input size (default: 256x256)"
     )
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "all"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--protocol", default="robust", choices=("robust", "ntire"))
+    parser.add_argument("--device", default="cpu", choices=DEVICE_TYPES)
+    parser.add_argument("--backend", default="torch", choices=(*BACKENDS, "all"))
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument("--protocol", default="robust", choices=BENCH_PROTOCOLS)
     parser.add_argument(
         "--runs", type=int, default=10, metavar="N", help="timed runs / images (default: 10)"
     )
@@ -73,29 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256x192"`` → (256, 192) (height × width); ``"256"`` → (256, 256)."""
-    parts = text.lower().split("x")
-    try:
-        sides = [int(part) for part in parts]
-    except ValueError:
-        sides = []
-    if len(sides) == 1:
-        sides *= 2
-    if len(sides) != 2 or min(sides) < 1:
-        raise UsageError(f"--input must look like 256x256, got {text!r}")
-    return sides[0], sides[1]
-
-
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.bench import BenchSettings, run_bench, select_models
 
-    backends = ("torch", "onnxruntime") if args.backend == "all" else (args.backend,)
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
     all_settings = [
         BenchSettings(
             scale=args.scale,
-            size=parse_size(args.input),
+            size=parse_size(args.input, "--input"),
             device=args.device,
             backend=backend,
             precision=args.precision,
@@ -118,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, all_settings[0])
     if args.plot:
-        from lightsr.bench_plot import plot_bench
+        from lightsr.bench.plot import plot_bench
 
         result = plot_bench(rows, args.plot, args.plot_set)
         for note in result.notes:

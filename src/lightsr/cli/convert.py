@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lightsr.convert import convert_checkpoint
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightsr.convert import convert_checkpoint
+
     model = convert_checkpoint(args.source, args.destination, half=args.half)
     print(f"{args.destination}: {model.variant} x{model.scale}")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from lightsr.errors import UsageError
-from lightsr.hub import fetch_weights, official_weights
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightsr.hub import fetch_weights, official_weights
+
     if args.all == bool(args.names):
         raise UsageError("give one or more NAMEs or --all (see `lightsr models`)")
     names = [w.name for w in official_weights() if w.available] if args.all else args.names

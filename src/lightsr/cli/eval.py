@@ -6,11 +6,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from lightsr.errors import UsageError
+from lightsr.options import DEVICE_HELP, resolve_device
 
 if TYPE_CHECKING:
-    import torch
-
     from lightsr.evaluate import EvalResult
 
 EPILOG = """\
@@ -40,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'bicubic', a network or published-checkpoint name (default: built-in model)",
     )
     which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     parser.set_defaults(func=run)
 
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from lightsr.inference import prepare_model
         from lightsr.models import resolve_model
 
-        device = _device(args.device)
+        device = resolve_device(args.device)  # a bad device fails before any loading
         # Deploy form and inference layout: outputs equal, faster.
         model = prepare_model(resolve_model(args.model, args.weights, args.scale), device, "fp32")
     result = evaluate(args.data, args.scale, model, progress=True)
@@ -65,21 +63,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(result)
     return 0
-
-
-def _device(name: str) -> torch.device:
-    """The torch device for ``--device``; ``auto`` prefers CUDA when present."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def _print_table(result: EvalResult) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lightsr.options import parse_size
+
 EPILOG = """\
 The exported model has one input 'input' (N, 3, H, W) float32 RGB in [0, 1] and one output
 'output' (N, 3, sH, sW) float32 in [0, 1] (not clamped), whatever the network's own value
@@ -47,10 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.errors import UsageError
-    from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, parse_size, verify_onnx
+    from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, verify_onnx
     from lightsr.models import resolve_model
 
-    static = None if args.static is None else parse_size(args.static)
+    static = None if args.static is None else parse_size(args.static, "--static")
     if args.model is not None and args.scale is None:
         raise UsageError("--model needs --scale")
     if args.scale is not None and args.scale < 1:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lightsr.deploy import reparameterize_checkpoint
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightsr.deploy import reparameterize_checkpoint
+
     model = reparameterize_checkpoint(args.source, args.destination, half=args.half)
     n_params = sum(p.numel() for p in model.module.parameters())
     print(f"{args.destination}: {model.variant} x{model.scale}, deploy form, {n_params:,} params")

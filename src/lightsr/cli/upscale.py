@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from lightsr.errors import UsageError
+from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from lightsr.batch import BatchReport, Job, JobResult
@@ -59,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
         "--suffix", metavar="TEXT", help="added to output file names (default: _x<S>)"
     )

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from lightsr.errors import ConfigError
+from lightsr.options import TRAIN_PRECISIONS
 from lightsr.paths import shared_dir
 
 LOSSES = ("l1", "charbonnier", "mse")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "multistep")
-PRECISIONS = ("none", "bf16", "fp16")
 SAMPLINGS = ("area", "uniform")
 
 
@@ -399,7 +399,7 @@ def validate(config: Config) -> None:
     _choice(train.loss, LOSSES, "train.loss")
     _require(0 < train.teacher_weight <= 1, "train.teacher_weight", "must be in (0, 1]")
     _require(0 <= train.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
-    _choice(train.precision, PRECISIONS, "train.precision")
+    _choice(train.precision, TRAIN_PRECISIONS, "train.precision")
     _require(train.log_interval >= 1, "train.log_interval", "must be positive")
     _require(train.checkpoint_interval >= 1, "train.checkpoint_interval", "must be positive")
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be at least 1")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from lightsr.errors import ConfigError
+from lightsr import options
+from lightsr.errors import ConfigError, UsageError
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,16 @@ def launched_by_torchrun() -> DistInfo:
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     """The training device of this process; each rank takes its own GPU under DDP."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = options.resolve_device(name)
+    except UsageError as exc:
+        raise ConfigError(f"config key 'train.device': {exc}") from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is cuda but no CUDA device is available")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
         elif device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
-    elif device.type != "cpu":
-        raise ConfigError(f"config key 'train.device' must be auto, cpu or cuda, got {name!r}")
     return device
 
 

@@ -31,6 +31,7 @@ from lightsr.archs.registry import build_model, get_arch
 from lightsr.checkpoint import read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, ConfigError, UsageError
 from lightsr.models import SRModel
+from lightsr.options import check_scale
 from lightsr.train.checkpoints import (
     TrainingState,
     list_checkpoints,
@@ -119,9 +120,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
 def check_model(config: Config) -> None:
     """Fail early when the network or scale of ``config`` does not exist."""
     spec = get_arch(config.model.network)
-    if config.model.scale not in spec.scales:
-        allowed = ", ".join(str(s) for s in spec.scales)
-        raise ConfigError(f"{spec.name} supports scales {allowed}, not {config.model.scale}")
+    check_scale(spec.name, spec.scales, config.model.scale)
 
 
 class Trainer:

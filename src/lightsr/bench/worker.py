@@ -1,6 +1,6 @@
 """Subprocess entry point of :func:`lightsr.bench.run_bench`: one network, one fresh process.
 
-Usage: ``python -m lightsr._bench_worker VARIANT SETTINGS_JSON RESULT_PATH``. Writes the
+Usage: ``python -m lightsr.bench.worker VARIANT SETTINGS_JSON RESULT_PATH``. Writes the
 :class:`lightsr.bench.BenchRow` as JSON to ``RESULT_PATH``; on failure prints one line to
 stderr and exits non-zero, and the parent turns that line into the row's ``error``.
 """
@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from lightsr.bench import measure_network, settings_from_json
+from lightsr.bench.protocol import measure_network
+from lightsr.bench.settings import settings_from_json
 from lightsr.errors import LightSRError
 from lightsr.runtime import retain_freed_memory
 

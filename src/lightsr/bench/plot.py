@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightsr.bench import BenchRow
+from lightsr.bench.settings import BenchRow
 from lightsr.errors import LightSRError, UsageError
 from lightsr.paths import cache_dir, replaced_atomically, shared_dir
 

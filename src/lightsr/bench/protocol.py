@@ -1,0 +1,365 @@
+"""Measuring: the backends' runners, the robust and ntire protocols, isolation per network."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightsr.archs.blocks import to_inference_layout
+from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
+from lightsr.bench.complexity import count_complexity
+from lightsr.bench.memory import MemoryProbe
+from lightsr.bench.settings import BenchRow, BenchSettings
+from lightsr.deploy import deploy_module, has_deploy_form
+from lightsr.errors import LightSRError, UsageError
+from lightsr.options import check_scale, resolve_precision
+
+# Side of the priming input of the robust protocol: large enough for every network's
+# minimum size and for ONNX exports (32), small enough to cost nothing.
+PRIME_SIDE = 32
+WORKER_MODULE = "lightsr.bench.worker"
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+@dataclass
+class Runner:
+    """One backend's forward pass and its inputs.
+
+    ``make_input(height, width)`` returns an input the forward accepts, already on the
+    device; ``forward`` runs the network on it and waits for the result.
+    """
+
+    forward: Callable[[Any], Any]
+    make_input: Callable[[int, int], Any]
+
+
+def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
+    """``module`` in inference form and the form's name (``"deploy"`` or ``"standard"``)."""
+    form = "deploy" if has_deploy_form(module) else "standard"
+    return deploy_module(module), form
+
+
+def _padded_side(side: int, spec: ArchSpec) -> int:
+    """``side`` rounded up to the network's test-time padding multiple."""
+    return -(-side // spec.pad_multiple) * spec.pad_multiple
+
+
+def _torch_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> Runner:
+    """Eager PyTorch: the bare network on an input in its own value range.
+
+    The input is padded beforehand to the test-time multiple (ESC), as the official test
+    pipeline does, so only the network is timed.
+    """
+    device = torch.device(settings.device)
+    dtype = resolve_precision(settings.precision)
+    module = to_inference_layout(module.to(device=device, dtype=dtype).eval())
+    if settings.compile:
+        module = torch.compile(module)
+
+    def make_input(height: int, width: int) -> torch.Tensor:
+        x = torch.rand(1, 3, height, width) * spec.input_range
+        pad_h = _padded_side(height, spec) - height
+        pad_w = _padded_side(width, spec) - width
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        return x.to(device=device, dtype=dtype)
+
+    def forward(x: torch.Tensor) -> None:
+        module(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return Runner(forward=forward, make_input=make_input)
+
+
+def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> Runner:
+    """ONNX Runtime on the CPU: the cached ONNX export of ``module`` ([0, 1] in and out).
+
+    The exported graph contains the value-range conversion and any test-time padding.
+    """
+    from lightsr.export import cached_export
+    from lightsr.models import SRModel
+    from lightsr.ort import INPUT_NAME, OUTPUT_NAME, create_session
+
+    model = SRModel(module=module, spec=spec, scale=settings.scale)
+    path = cached_export(model, half=settings.precision == "fp16")
+    session = create_session(path, threads=settings.threads)
+
+    def make_input(height: int, width: int) -> Any:
+        return torch.rand(1, 3, height, width).numpy()
+
+    def forward(array: Any) -> None:
+        session.run([OUTPUT_NAME], {INPUT_NAME: array})
+
+    return Runner(forward=forward, make_input=make_input)
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def pin_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads and one inter-op thread in this process."""
+    torch.set_num_threads(threads)
+    # Only settable before the first parallel op; later calls keep what is there.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+
+
+def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
+    """Benchmark one network in this process (see :func:`run_bench` for isolation).
+
+    Raises:
+        UsageError: unknown variant, unsupported scale, input too small, or bad settings.
+    """
+    settings.validate()
+    spec = _checked_spec(variant, settings)
+    pin_threads(settings.threads)
+    torch.manual_seed(0)
+    built = build_model(spec.name, settings.scale).eval()
+    module, form = deploy_form(built)
+    make_runner = _onnx_runner if settings.backend == "onnxruntime" else _torch_runner
+    # The ONNX exporter re-parameterises on its own copy.
+    runner = make_runner(built if settings.backend == "onnxruntime" else module, spec, settings)
+    probe = MemoryProbe(torch.device(settings.device))
+    with torch.inference_mode():
+        compile_s = _compile(runner, settings) if settings.compile else None
+        times = _run_protocol(runner, spec, settings, probe, primed=settings.compile)
+    peak = probe.peak_mib()
+    # Counted last: a forward before timing would warm up the ntire protocol's cold start.
+    height, width = (_padded_side(side, spec) for side in settings.size)
+    complexity = count_complexity(module, (1, 3, height, width))
+    return BenchRow(
+        model=spec.family,
+        variant=spec.name,
+        form=form,
+        scale=settings.scale,
+        input=settings.input_label,
+        backend=settings.backend,
+        device=settings.device,
+        precision=settings.precision,
+        protocol=settings.protocol,
+        threads=settings.threads,
+        runs=len(times),
+        params=complexity.params,
+        macs=complexity.macs,
+        macs_executed=complexity.macs_executed,
+        flops=complexity.flops,
+        activations=complexity.activations,
+        convs=complexity.convs,
+        latency_median_s=statistics.median(times),
+        latency_mean_s=statistics.fmean(times),
+        latency_min_s=min(times),
+        latency_max_s=max(times),
+        peak_memory_mib=peak,
+        memory_metric=probe.metric,
+        compiled=settings.compile,
+        compile_s=compile_s,
+    )
+
+
+def _checked_spec(variant: str, settings: BenchSettings) -> ArchSpec:
+    spec = get_arch(variant)
+    check_scale(spec.name, spec.scales, settings.scale)
+    if min(settings.size) < spec.min_size:
+        raise UsageError(f"{spec.name} needs inputs of at least {spec.min_size} px per side")
+    return spec
+
+
+def _compile(runner: Runner, settings: BenchSettings) -> float:
+    """Seconds of the first forward of a compiled network at the benchmark size,
+    which is when it compiles (the input size is fixed, so it compiles once)."""
+    return _timed(runner.forward, runner.make_input(*settings.size))
+
+
+def _run_protocol(
+    runner: Runner,
+    spec: ArchSpec,
+    settings: BenchSettings,
+    probe: MemoryProbe,
+    primed: bool = False,
+) -> list[float]:
+    """Run the protocol's forwards; return the timed ones' durations in seconds.
+
+    The memory probe starts after the inputs exist (and, robust, after priming), so it
+    sees the forwards only. ``primed``: the network already ran (compiled) at full size,
+    so the robust protocol skips its small priming forward.
+    """
+    height, width = settings.size
+    if settings.protocol == "ntire":
+        images = [runner.make_input(height, width) for _ in range(settings.runs)]
+        probe.start()
+        return [_timed(runner.forward, image) for image in images]
+    # Priming loads kernels and starts thread pools: one-time costs that are not the
+    # network's memory or speed. An input no larger than the priming one is not primed:
+    # the allocator would keep that forward's memory and hide it from the probe.
+    prime_side = max(PRIME_SIDE, spec.min_size)
+    if not primed and (height > prime_side or width > prime_side):
+        runner.forward(runner.make_input(min(height, prime_side), min(width, prime_side)))
+    x = runner.make_input(height, width)
+    probe.start()
+    for _ in range(settings.warmup):
+        runner.forward(x)
+    return [_timed(runner.forward, x) for _ in range(settings.runs)]
+
+
+def _timed(forward: Callable[[Any], Any], x: Any) -> float:
+    start = time.perf_counter()
+    forward(x)
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------- orchestration
+
+
+def select_models(names: str, scale: int) -> list[str]:
+    """Registry names for ``--models``: ``"all"`` or a comma-separated list.
+
+    ``"all"`` means every variant defined at ``scale``. Explicit names are checked.
+
+    Raises:
+        UsageError: an unknown name, or a named variant that does not support ``scale``.
+    """
+    if names.strip().lower() == "all":
+        return [spec.name for spec in arch_specs() if scale in spec.scales]
+    selected = []
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        spec = get_arch(name)
+        check_scale(spec.name, spec.scales, scale)
+        if spec.name not in selected:
+            selected.append(spec.name)
+    if not selected:
+        raise UsageError("no model selected; pass --models all or a comma-separated list")
+    return selected
+
+
+def run_bench(
+    variants: Sequence[str],
+    settings: BenchSettings,
+    *,
+    isolate: bool = True,
+    on_row: Callable[[BenchRow], None] | None = None,
+) -> list[BenchRow]:
+    """Benchmark ``variants`` one after another.
+
+    Args:
+        variants: registry names (see :func:`select_models`).
+        settings: how to measure.
+        isolate: run each network in a fresh ``python -m lightsr.bench.worker`` process.
+            Needed for meaningful CPU memory numbers and for thread pinning. A network
+            that fails there gives a row with ``error`` set; without isolation the error
+            is raised.
+        on_row: called with each row as soon as it is measured (progress display).
+    """
+    settings.validate()
+    rows = []
+    for variant in variants:
+        measure = _measure_isolated if isolate else measure_network
+        row = measure(variant, settings)
+        if on_row is not None:
+            on_row(row)
+        rows.append(row)
+    return rows
+
+
+def _measure_isolated(variant: str, settings: BenchSettings) -> BenchRow:
+    with tempfile.TemporaryDirectory(prefix="lightsr-bench-") as tmp:
+        result = Path(tmp) / "row.json"
+        command = [
+            sys.executable,
+            "-m",
+            WORKER_MODULE,
+            variant,
+            json.dumps(asdict(settings)),
+            str(result),
+        ]
+        proc = subprocess.run(
+            command, env=_worker_env(settings.threads), capture_output=True, text=True
+        )
+        if proc.returncode == 0 and result.is_file():
+            return BenchRow.from_dict(json.loads(result.read_text()))
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    message = lines[-1] if lines else f"worker exited with status {proc.returncode}"
+    return failed_row(variant, settings, message)
+
+
+def _worker_env(threads: int) -> dict[str, str]:
+    """The worker's environment: this lightsr first on the path, thread counts pinned."""
+    import lightsr
+
+    env = dict(os.environ)
+    package_root = str(Path(lightsr.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # OpenMP/MKL read these when torch loads, before torch.set_num_threads can act.
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def failed_row(variant: str, settings: BenchSettings, message: str) -> BenchRow:
+    """The row of a network that could not be measured."""
+    try:
+        spec = get_arch(variant)
+        model, name = spec.family, spec.name
+    except LightSRError:
+        model = name = variant
+    return BenchRow(
+        model=model,
+        variant=name,
+        form="",
+        scale=settings.scale,
+        input=settings.input_label,
+        backend=settings.backend,
+        device=settings.device,
+        precision=settings.precision,
+        protocol=settings.protocol,
+        threads=settings.threads,
+        runs=0,
+        error=message,
+    )
+
+
+def machine_info(device: str = "cpu") -> dict[str, str]:
+    """Hardware and software the numbers were measured with."""
+    info = {
+        "cpu": _cpu_name(),
+        "cpu_cores": str(os.cpu_count()),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = str(torch.version.cuda)
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return match.group(1).strip() if match else platform.machine()

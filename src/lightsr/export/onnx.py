@@ -1,0 +1,190 @@
+"""The ONNX file: conversion of a traced network, metadata, atomic writing and the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lightsr import __version__
+from lightsr.deploy import has_deploy_form
+from lightsr.errors import ExportError, UsageError
+from lightsr.export.trace import deployable_copy, first_line, quiet_exporter, trace
+from lightsr.export.verify import check_witnesses
+from lightsr.models import SRModel
+from lightsr.ort import INPUT_NAME, OUTPUT_NAME
+from lightsr.paths import replaced_atomically
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: the ``.onnx`` file.
+        metadata: the ``metadata_props`` written into it.
+        min_side: smallest input side the graph is valid for.
+    """
+
+    path: Path
+    metadata: dict[str, str]
+    min_side: int
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of ``module``'s state dict."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def export_onnx(
+    model: SRModel,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    half: bool = False,
+    static: tuple[int, int] | None = None,
+) -> ExportResult:
+    """Export ``model`` to one self-contained ONNX file (written atomically).
+
+    Args:
+        model: the network (any form, device and dtype; it is not changed).
+        path: output file, must end in ``.onnx``.
+        opset: ONNX opset (at least :data:`MIN_OPSET`).
+        half: fp16 weights and compute, fp32 input and output.
+        static: fixed (height, width) instead of dynamic ones; the batch stays dynamic.
+
+    Raises:
+        UsageError: bad path, opset or static size.
+        ExportError: the network cannot be exported with dynamic sizes (see the module doc).
+    """
+    path = _checked_output(path)
+    if opset < MIN_OPSET:
+        raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}")
+    deployed = deployable_copy(model, half)
+    traced = trace(deployed, static)
+    metadata = _metadata(deployed, half, opset, traced.min_side, static)
+    try:
+        with torch.no_grad(), quiet_exporter():
+            onnx_program = torch.onnx.export(
+                traced.program,
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                external_data=False,
+                optimize=False,  # the onnxscript optimiser takes minutes on ESC; ORT optimises
+                verbose=False,
+            )
+    except Exception as exc:  # exporter errors come in many types
+        raise ExportError(f"{model.variant}: ONNX conversion failed: {first_line(exc)}") from exc
+    proto = onnx_program.model_proto
+    _name_dims(proto)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    _write_atomically(proto, path, lambda tmp: check_witnesses(tmp, model, traced, half))
+    return ExportResult(path=path, metadata=metadata, min_side=traced.min_side)
+
+
+def _checked_output(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise UsageError(f"{path}: output must end in .onnx")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent}: no such folder")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{path.parent}: folder is not writable")
+    return path
+
+
+def _metadata(
+    model: SRModel, half: bool, opset: int, min_side: int, static: tuple[int, int] | None
+) -> dict[str, str]:
+    return {
+        "network": model.name,
+        "variant": model.variant,
+        "scale": str(model.scale),
+        "input_range": "[0, 1]",
+        "layout": "NCHW, RGB, float32",
+        "precision": "fp16" if half else "fp32",
+        # ``model`` is the deployed copy: a network with a split is in its deploy form now.
+        "form": "deploy" if has_deploy_form(model.module) else "standard",
+        "min_side": str(min_side),
+        "static_size": "" if static is None else f"{static[0]}x{static[1]}",
+        "opset": str(opset),
+        "weights_sha256": weights_digest(model.module),
+        "source": Path(model.source).name if model.source else "",
+        "lightsr_version": __version__,
+    }
+
+
+def _name_dims(proto) -> None:
+    """Readable names for the symbolic input dimensions (``batch``, ``height``, ``width``)."""
+    names = {0: "batch", 2: "height", 3: "width"}
+    renamed: dict[str, str] = {}
+    for axis, dim in enumerate(proto.graph.input[0].type.tensor_type.shape.dim):
+        if dim.dim_param and axis in names:
+            renamed[dim.dim_param] = names[axis]
+            dim.dim_param = names[axis]
+    output = proto.graph.output[0].type.tensor_type.shape.dim
+    for dim in output:
+        if dim.dim_param in renamed:
+            dim.dim_param = renamed[dim.dim_param]
+
+
+def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
+    """Save ``proto`` to a temporary file beside ``path``, ``check`` it, then rename it."""
+    import onnx
+
+    with replaced_atomically(path) as temporary:
+        onnx.save_model(proto, temporary, format="protobuf", save_as_external_data=False)
+        check(temporary)
+
+
+def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+    """The ONNX export of ``model`` in the cache folder, exported on first use.
+
+    The file name is keyed by variant, scale, precision, opset and a hash of the deploy-form
+    weights, so any change of weights gives a new export.
+    """
+    from lightsr.paths import cache_dir
+
+    deployed = deployable_copy(model, half)
+    precision = "fp16" if half else "fp32"
+    key = weights_digest(deployed.module)[:16]
+    folder = cache_dir() / "onnx"
+    path = folder / f"{model.variant}_x{model.scale}_{precision}_op{opset}_{key}.onnx"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path, opset=opset, half=half)
+    return path
+
+
+def onnx_ops(path: str | os.PathLike) -> list[str]:
+    """Sorted ONNX op types used by the graph in ``path`` (functions inlined)."""
+    import onnx
+    import onnx.inliner
+
+    proto = onnx.inliner.inline_local_functions(onnx.load(str(path)))
+    return sorted({node.op_type for node in _all_nodes(proto.graph.node)})
+
+
+def _all_nodes(nodes: Sequence) -> Iterable:
+    for node in nodes:
+        yield node
+        for attribute in node.attribute:
+            if attribute.g.node:
+                yield from _all_nodes(attribute.g.node)

@@ -1,0 +1,155 @@
+"""The models a server offers, loaded once and kept, and the upscale that a job runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lightsr.api import BICUBIC, DEFAULT_SCALE, Upscaler
+from lightsr.errors import ImageError, UsageError
+from lightsr.io import decode_image, encode_image
+from lightsr.serve.errors import ServeError
+from lightsr.serve.jobs import Job
+
+DEFAULT_MODEL = "default"
+BICUBIC_SCALES = (2, 3, 4)
+# File extension and media type of each output format a request may ask for.
+FORMATS = {
+    "png": (".png", "image/png"),
+    "webp": (".webp", "image/webp"),
+    "jpeg": (".jpg", "image/jpeg"),
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How every served model runs (the ``lightsr upscale`` options of the same names)."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    tile: int | None = None
+    max_memory: int | None = None
+
+
+def served_scales(name: str) -> tuple[int, ...]:
+    """Scales that model ``name`` can be served at, as ``--model`` accepts it.
+
+    ``"default"`` has the built-in weights' scales, ``"bicubic"`` 2-4, a published
+    checkpoint its own, and a network name the scales it has published weights for.
+
+    Raises:
+        UsageError: unknown name, or a network without published weights.
+    """
+    from lightsr.archs.registry import get_arch
+    from lightsr.hub import find_official, get_official, official_names
+    from lightsr.models import default_weights_path
+
+    if name == DEFAULT_MODEL:
+        return tuple(s for s in range(1, 9) if default_weights_path(s).is_file())
+    if name == BICUBIC:
+        return BICUBIC_SCALES
+    if name in official_names():
+        return (get_official(name).scale,)
+    spec = get_arch(name)
+    scales = tuple(s for s in spec.scales if find_official(spec.name, s) is not None)
+    if not scales:
+        raise UsageError(f"{name} has no published weights to serve")
+    return scales
+
+
+class ModelPool:
+    """The served models: one :class:`~lightsr.api.Upscaler` per (model, scale), loaded on
+    first use (or by :meth:`load_all`) and kept for the life of the server.
+
+    Args:
+        names: model names as ``lightsr upscale --model`` takes them.
+        options: device, precision and tiling of every model.
+    """
+
+    def __init__(self, names: Sequence[str], options: EngineOptions) -> None:
+        self.options = options
+        self.scales = {name: served_scales(name) for name in dict.fromkeys(names)}
+        self._upscalers: dict[tuple[str, int], Upscaler] = {}
+        self._lock = threading.Lock()
+        self._catalog: dict[str, list[dict[str, Any]]] | None = None
+        self._catalog_lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        """Served model names, the default first."""
+        return list(self.scales)
+
+    def default_scale(self, name: str) -> int:
+        """The scale a request gets when it names none: 4 where served, else the largest."""
+        scales = self.scales[name]
+        return DEFAULT_SCALE if DEFAULT_SCALE in scales else max(scales)
+
+    def check(self, name: str, scale: int | None) -> int:
+        """The scale to run ``name`` at.
+
+        Raises:
+            ServeError: 422 when the model is not served or not at ``scale``.
+        """
+        if name not in self.scales:
+            served = ", ".join(self.scales)
+            raise ServeError(422, "unknown_model", f"unknown model {name!r}; served: {served}")
+        if scale is None:
+            return self.default_scale(name)
+        if scale not in self.scales[name]:
+            scales = ", ".join(f"x{s}" for s in self.scales[name])
+            raise ServeError(422, "unsupported_scale", f"{name} serves {scales}, not x{scale}")
+        return scale
+
+    def get(self, name: str, scale: int) -> Upscaler:
+        """The loaded upscaler (loading it the first time)."""
+        with self._lock:
+            upscaler = self._upscalers.get((name, scale))
+            if upscaler is None:
+                upscaler = Upscaler(
+                    model=name,
+                    scale=scale,
+                    tile=self.options.tile,
+                    max_memory=self.options.max_memory,
+                    precision=self.options.precision,
+                    device=self.options.device,
+                )
+                self._upscalers[(name, scale)] = upscaler
+            return upscaler
+
+    def catalog(self) -> dict[str, list[dict[str, Any]]]:
+        """What ``lightsr models --json`` shows (computed once: it builds every variant)."""
+        with self._catalog_lock:
+            if self._catalog is None:
+                from lightsr.catalog import catalog
+
+                self._catalog = catalog()
+            return self._catalog
+
+    def load_all(self) -> None:
+        """Load every served (model, scale), so that problems show at start-up."""
+        for name, scales in self.scales.items():
+            for scale in scales:
+                self.get(name, scale)
+
+    def run(self, job: Job, progress: Callable[[int, int], None]) -> tuple[bytes, tuple[int, int]]:
+        """Decode the upload, upscale it, encode the result (a :class:`JobQueue` runner)."""
+        try:
+            pixels = decode_image(job.data, job.filename)
+        except ImageError as exc:
+            raise ServeError(400, "bad_image", str(exc)) from None
+        try:
+            output = self.get(job.model, job.scale)(pixels, progress)
+        except ImageError as exc:
+            raise ServeError(422, "cannot_upscale", str(exc)) from None
+        except (MemoryError, torch.OutOfMemoryError):
+            raise ServeError(503, "out_of_memory", "out of memory; try a smaller image") from None
+        del pixels
+        try:
+            encoded = encode_image(output, FORMATS[job.format][0], job.quality)
+        except ImageError as exc:
+            raise ServeError(422, "unsupported_format", str(exc)) from None
+        return encoded.tobytes(), (output.shape[1], output.shape[0])
