@@ -12,6 +12,7 @@ from lightsr.archs.blocks import PixelShuffleUpsampler
 from lightsr.archs.registry import build_model
 from lightsr.checkpoint import read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, ConfigError
+from lightsr.hub import file_sha256
 from lightsr.models import load_model
 from lightsr.train import train
 from lightsr.train.config import config_from_dict
@@ -69,6 +70,9 @@ def test_init_from_another_scale_trains_the_body_from_x4(tiny_data, tmp_path, ca
     )
     end, metadata = read_state_dict(result.run_dir / "final.safetensors")
     assert metadata["scale"] == "2" and end["tail.0.weight"].shape[0] == 12
+    # The run's weights name what they derive from (a published file adds its licence).
+    assert metadata["init_from"] == str(source)
+    assert metadata["source_sha256"] == file_sha256(source) and "licence" not in metadata
     for key, value in x4.items():
         if not key.startswith("tail."):
             torch.testing.assert_close(end[key], value, rtol=0, atol=1e-6, msg=key)

@@ -30,6 +30,7 @@ from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import build_model, get_arch
 from lightsr.checkpoint import read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, ConfigError, UsageError
+from lightsr.hub import origin_metadata
 from lightsr.models import SRModel
 from lightsr.options import check_scale
 from lightsr.train.checkpoints import (
@@ -147,6 +148,7 @@ class Trainer:
         self.val_pairs = self._load_validation() if info.is_main else []
         torch.manual_seed(config.train.seed)
         self.model = build_model(self.spec.name, self.scale, **config.model.options)
+        self.origin: dict[str, str] = {}
         if config.model.init_weights:
             self._load_init_weights(config.model.init_weights)
         if config.model.init_from:
@@ -190,6 +192,8 @@ class Trainer:
         source = load_reference(checkpoint, torch.device("cpu")).module.state_dict()
         report = load_matching(self.model, source)
         self._message(report.summary(checkpoint))
+        # The weights derive from the checkpoint: its hash, name and licence go with them.
+        self.origin = {"init_from": checkpoint, **origin_metadata(checkpoint)}
 
     def _balance(self) -> None:
         balance = getattr(self.model, "balance_", None)
@@ -454,6 +458,7 @@ class Trainer:
         }
         if overrides:
             metadata["overrides"] = json.dumps(overrides, sort_keys=True)
+        metadata.update(self.origin)
         return metadata
 
     def _save_checkpoint(self) -> None:
