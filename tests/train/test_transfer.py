@@ -34,6 +34,17 @@ def tiny_fmen_file(path, scale, seed):
     return save_safetensors(model.state_dict(), path, metadata), model.state_dict()
 
 
+def deploy_run(tiny_data, tmp_path, init_from, **train):
+    """A raw config: tiny deploy-form FMEN-S x2 started from ``init_from``, no EMA."""
+    return tiny_config(
+        tiny_data,
+        tmp_path / "runs",
+        model={"options": {**TINY_FMEN, "deploy": True}, "init_from": str(init_from)},
+        val={"interval": 0},
+        train={"ema_decay": 0.0, **train},
+    )
+
+
 def test_load_matching_reports_every_key():
     x4 = build_model("fmen_s", 4, deploy=True, **TINY_FMEN).state_dict()
     x4["extra.weight"] = torch.zeros(1)
@@ -56,14 +67,8 @@ def test_load_matching_reports_every_key():
 
 def test_init_from_another_scale_trains_the_body_from_x4(tiny_data, tmp_path, capsys):
     source, x4 = tiny_fmen_file(tmp_path / "x4.safetensors", scale=4, seed=1)
-    raw = tiny_config(
-        tiny_data,
-        tmp_path / "runs",
-        model={"options": {**TINY_FMEN, "deploy": True}, "init_from": str(source)},
-        val={"interval": 0},
-        optim={"lr": 1e-12},
-        train={"total_iters": 2, "ema_decay": 0.0},
-    )
+    raw = deploy_run(tiny_data, tmp_path, source, total_iters=2)
+    raw["optim"]["lr"] = 1e-12
     result = train(config_from_dict(raw), progress=True)
     assert (
         "loaded 26 tensors; resampled from another scale: tail.0.weight" in capsys.readouterr().out
@@ -88,12 +93,8 @@ def test_teacher_loss_pulls_the_student_to_the_teacher(tiny_data, tmp_path):
     """With weight 1 the HR images are ignored: the student learns a frozen teacher."""
     student, _ = tiny_fmen_file(tmp_path / "student.safetensors", scale=2, seed=1)
     teacher, _ = tiny_fmen_file(tmp_path / "teacher.safetensors", scale=2, seed=2)
-    raw = tiny_config(
-        tiny_data,
-        tmp_path / "runs",
-        model={"options": {**TINY_FMEN, "deploy": True}, "init_from": str(student)},
-        val={"interval": 0},
-        train={"total_iters": 40, "ema_decay": 0.0, "teacher": str(teacher), "teacher_weight": 1.0},
+    raw = deploy_run(
+        tiny_data, tmp_path, student, total_iters=40, teacher=str(teacher), teacher_weight=1.0
     )
     result = train(config_from_dict(raw), progress=False)
     pixels = smooth_image(np.random.default_rng(3), 20, 20)
