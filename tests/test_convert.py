@@ -23,8 +23,8 @@ def test_convert_official_emt_round_trip(tmp_path):
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
         assert len(list(f.keys())) == 476
-    assert (meta["network"], meta["variant"], meta["scale"]) == ("emt", "emt", "3")
-    assert "overrides" not in meta and "form" not in meta
+    assert (meta["family"], meta["variant"], meta["scale"]) == ("emt", "emt", "3")
+    assert (meta["form"], meta["config"], meta["source"]) == ("single", "{}", "EMT_LSR_x3.pth")
     assert meta["source_name"] == "emt_x3_official" and meta["licence"] == "MIT"
     assert meta["source_sha256"].startswith("04991327b0ea")
     assert meta["source_url"].startswith("https://github.com/Fried-Rice-Lab/EMT/raw/")
@@ -42,7 +42,7 @@ def test_convert_keeps_non_default_architecture(tmp_path):
     original = convert_checkpoint(source, out)
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
-    assert meta["overrides"] == '{"n_blocks": 2, "n_layers": 4}'
+    assert meta["config"] == '{"n_blocks": 2, "n_layers": 4}'
     assert "source_name" not in meta and len(meta["source_sha256"]) == 64
     reloaded = lightsr.load_model(out)
     assert len(reloaded.module.body) == 2 and len(reloaded.module.body[0].sa_list) == 4

@@ -57,7 +57,7 @@ def test_reparameterize_checkpoint_writes_loadable_deploy_file(tmp_path, image):
     assert not any(".bn" in k or "expand_conv" in k for k in keys)
     assert "ERBs.0.conv1.rep_conv.weight" in keys
     assert metadata["form"] == "deploy"
-    assert (metadata["network"], metadata["variant"], metadata["scale"]) == ("fmen", "fmen_s", "3")
+    assert (metadata["family"], metadata["variant"], metadata["scale"]) == ("fmen", "fmen_s", "3")
     reloaded, original = load_model(out), load_model(source)
     assert reloaded.module.deploy and reloaded.scale == 3
     assert (reloaded.upscale(image) - original.upscale(image)).abs().max().item() < 1e-5

@@ -134,7 +134,7 @@ def test_export_is_one_dynamic_self_contained_file(exported):
     assert dims[1].dim_value == 3
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     metadata = {p.key: p.value for p in proto.metadata_props}
-    assert metadata["variant"] == model.variant and metadata["network"] == model.name
+    assert metadata["variant"] == model.variant and metadata["family"] == model.family
     assert metadata["scale"] == str(model.scale) and metadata["input_range"] == "[0, 1]"
     assert metadata["lightsr_version"] and int(metadata["min_side"]) == result.min_side
     assert result.min_side <= 33

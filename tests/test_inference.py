@@ -134,10 +134,13 @@ def test_sixteen_bit_keeps_its_precision(baby_lr):
     assert np.any(out % 257 != 0)
 
 
-def test_too_small_and_empty_images_are_rejected():
+def test_small_images_are_padded_and_empty_ones_rejected():
     model = tiny_model(min_size=17)
-    with pytest.raises(ImageError, match="needs at least 17x17"):
-        upscale_array(model, np.zeros((16, 40, 3), np.uint8))
+    small = np.random.default_rng(0).integers(0, 256, (16, 40, 3), np.uint8)
+    out = upscale_array(model, small)
+    padded = np.pad(small, ((0, 1), (0, 0), (0, 0)), mode="edge")  # 17 high, in the middle
+    assert np.array_equal(out, upscale_array(model, padded)[:64])
+    assert upscale_array(model, small[:1, :1, 0]).shape == (4, 4)
     with pytest.raises(ImageError, match="zero size"):
         upscale_array(model, np.zeros((0, 40, 3), np.uint8))
     with pytest.raises(ImageError, match="expected"):

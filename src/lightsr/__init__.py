@@ -17,6 +17,7 @@ _EXPORTS = {
     "SRModel": "lightsr.models",
     "imresize": "lightsr.imresize",
     "upscale": "lightsr.api",
+    "upscale_video": "lightsr.video.pipeline",
     "retain_freed_memory": "lightsr.runtime",
 }
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lightsr.errors import ImageError, UsageError
+from lightsr.errors import CheckpointError, ImageError, UsageError
 from lightsr.export import cached_export
+from lightsr.imresize import imresize
 from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
@@ -21,11 +22,16 @@ from lightsr.inference import (
 )
 from lightsr.io import read_image
 from lightsr.models import SRModel
-from lightsr.options import BACKENDS, resolve_device, resolve_precision
+from lightsr.options import (
+    BACKENDS,
+    DEFAULT_SCALE,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
 
 BICUBIC = "bicubic"
-DEFAULT_SCALE = 4
 
 ImageInput = np.ndarray | str | os.PathLike
 
@@ -50,6 +56,10 @@ class Upscaler:
         backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32 or fp16): runs ``weights``
             when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
             use and cached (see :func:`lightsr.export.cached_export`).
+        outscale: final size factor when it differs from the network's scale (``3.5``):
+            the network's output is resized by MATLAB-exact bicubic to ``outscale`` × the
+            input size (rounded).
+        threads: CPU threads (torch's are process-wide); ``None`` leaves the default.
 
     Raises:
         UsageError: unknown backend, precision, device or model name; bad scale.
@@ -67,6 +77,8 @@ class Upscaler:
         precision: str = "fp32",
         device: str = "auto",
         backend: str = "torch",
+        outscale: float | None = None,
+        threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(
@@ -78,6 +90,9 @@ class Upscaler:
             raise UsageError(f"tile size must be positive, got {tile}")
         if tile_overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {tile_overlap}")
+        if outscale is not None and not outscale > 0:
+            raise UsageError(f"outscale must be positive, got {outscale}")
+        set_threads(threads)
         resolve_precision(precision)
         if backend == "onnxruntime":
             check_ort_options(device, precision)
@@ -89,12 +104,13 @@ class Upscaler:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.max_memory = max_memory
+        self.outscale = outscale
         self.network: SRModel | OrtModel | None = None
         if model == BICUBIC and weights is None:
             self.scale = DEFAULT_SCALE if scale is None else scale
             return
         if backend == "onnxruntime":
-            self.network = _onnx_network(model, scale, weights, precision)
+            self.network = _onnx_network(model, scale, weights, precision, threads)
         else:
             network = _load_network(model, scale, weights)
             self.network = prepare_model(network, self.device, precision)
@@ -123,12 +139,15 @@ class Upscaler:
         pixels = read_image(image) if isinstance(image, str | os.PathLike) else image
         _check_pixels(pixels)
         if self.network is None:
-            from lightsr.imresize import imresize
-
-            return imresize(pixels, self.scale)
-        if pixels.ndim == 3 and pixels.shape[2] == 4:
-            return self._upscale_rgba(self.network, pixels, progress)
-        return self._run(self.network, pixels, progress)
+            output = imresize(pixels, self.scale)
+        elif pixels.ndim == 3 and pixels.shape[2] == 4:
+            output = self._upscale_rgba(self.network, pixels, progress)
+        else:
+            output = self._run(self.network, pixels, progress)
+        if self.outscale is None or self.outscale == self.scale:
+            return output
+        size = (round(pixels.shape[0] * self.outscale), round(pixels.shape[1] * self.outscale))
+        return imresize(output, output_shape=(max(size[0], 1), max(size[1], 1)))
 
     def _run(
         self, network: SRModel, pixels: np.ndarray, progress: ProgressCallback | None
@@ -212,15 +231,21 @@ def _onnx_network(
     scale: int | None,
     weights: str | os.PathLike | None,
     precision: str,
+    threads: int | None = None,
 ) -> OrtModel:
     """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export."""
     if is_onnx_file(weights):
-        network = load_onnx_model(weights)
+        network = load_onnx_model(weights, threads)
         if scale is not None and scale != network.scale:
             raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
         return network
     torch_model = _load_network(model, scale, weights)
-    return load_onnx_model(cached_export(torch_model, half=precision == "fp16"))
+    path = cached_export(torch_model, half=precision == "fp16")
+    try:
+        return load_onnx_model(path, threads)
+    except CheckpointError:  # a damaged cache file (disk full, killed copy): export again
+        path.unlink(missing_ok=True)
+        return load_onnx_model(cached_export(torch_model, half=precision == "fp16"), threads)
 
 
 def _check_pixels(pixels: object) -> None:

@@ -7,36 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from lightsr.archs.registry import ArchSpec, arch_specs, build_model
+from lightsr.archs.registry import ArchSpec, arch_specs, build_on_meta
 from lightsr.hub import OfficialWeights, official_weights, weights_dir
 
 
-def _build_cheaply(name: str, scale: int, **overrides: Any) -> torch.nn.Module:
-    """Build on the meta device (no memory, no initialisation cost) when the builder allows
-    it, on the CPU otherwise."""
-    try:
-        with torch.device("meta"):
-            return build_model(name, scale, **overrides)
-    except (RuntimeError, NotImplementedError):  # builders that need real tensors at init
-        return build_model(name, scale, **overrides)
-
-
 def trainable_parameters(name: str, scale: int, **overrides: Any) -> int:
-    """Trainable parameter count of ``build_model(name, scale, **overrides)``."""
-    module = _build_cheaply(name, scale, **overrides)
+    """Trainable parameter count of ``build_model(name, scale, **overrides)`` (counted on
+    the meta device: no memory, no initialisation)."""
+    module = build_on_meta(name, scale, **overrides)
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def has_deploy_form(spec: ArchSpec) -> bool:
-    """Whether the variant's builder takes ``deploy=True`` (a re-parameterised inference form,
-    the convention that checkpoint detection uses)."""
-    try:
-        _build_cheaply(spec.name, spec.scales[0], deploy=True)
-    except TypeError:
-        return False
-    return True
 
 
 def describe_weights(entry: OfficialWeights) -> dict[str, Any]:
@@ -65,8 +44,7 @@ def describe_variant(spec: ArchSpec) -> dict[str, Any]:
     deploy form when the variant has one); ``params_train`` is the training form's count
     and appears only for variants with a deploy form.
     """
-    deploy = has_deploy_form(spec)
-    inference = {"deploy": True} if deploy else {}
+    inference = spec.form_arguments("deploy")
     info: dict[str, Any] = {
         "name": spec.name,
         "family": spec.family,
@@ -78,7 +56,7 @@ def describe_variant(spec: ArchSpec) -> dict[str, Any]:
         "description": spec.description,
         "official_weights": [w.name for w in official_weights() if w.variant == spec.name],
     }
-    if deploy:
+    if spec.has_deploy_form:
         info["params_train"] = {str(s): trainable_parameters(spec.name, s) for s in spec.scales}
     return info
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from lightsr.paths import replaced_atomically
 # Keys under which training frameworks wrap the weights, most preferred first
 # (BasicSR test configs load the EMA weights when both are present).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
-METADATA_KEYS = ("network", "variant", "scale")
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -43,9 +43,56 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe pickles
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: {load_failure(exc)}") from None
     return normalize_state_dict(obj), {}
+
+
+def load_failure(exc: Exception) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``, without torch's advice to
+    turn ``weights_only`` off (which would let the file run code)."""
+    text = str(exc).strip()
+    if text.startswith("Weights only load failed"):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (
+                f"refused: the pickle would call {found[1]}, and a checkpoint may hold "
+                "only tensors (it could run code)"
+            )
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        detail = paragraphs[1].splitlines()[0] if len(paragraphs) > 2 else "unsupported content"
+        return f"refused: the pickle holds more than tensors ({detail})"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"not a readable PyTorch checkpoint: truncated or damaged ({first})"
+
+
+def check_tensors(
+    state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Check that every tensor of ``state_dict`` can stand in for its ``expected`` one.
+
+    Weights of another dtype kind (integers, booleans, complex numbers where floats are
+    expected) or with NaN/infinite values load without complaint in torch and give black or
+    wrong images, so they are refused here.
+
+    Raises:
+        CheckpointError: naming the first bad key and its dtype or shape.
+    """
+    for key, value in state_dict.items():
+        want = expected.get(key)
+        if want is None:
+            continue
+        if value.is_floating_point() != want.is_floating_point() or value.is_complex():
+            raise CheckpointError(
+                f"{source}: key {key!r} holds {str(value.dtype).removeprefix('torch.')} "
+                f"values, expected {str(want.dtype).removeprefix('torch.')}"
+            )
+        if value.shape != want.shape:
+            raise CheckpointError(
+                f"{source}: key {key!r} has shape {tuple(value.shape)}, "
+                f"expected {tuple(want.shape)}"
+            )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{source}: key {key!r} holds NaN or infinite values")
 
 
 def normalize_state_dict(obj: Any) -> dict[str, torch.Tensor]:

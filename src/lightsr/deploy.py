@@ -13,10 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
-from lightsr import __version__
-from lightsr.checkpoint import save_safetensors
 from lightsr.errors import UsageError
-from lightsr.models import SRModel, load_model
+from lightsr.models import SRModel, load_model, save_model
 
 
 def has_deploy_form(module: nn.Module) -> bool:
@@ -41,9 +39,7 @@ def reparameterize_model(model: SRModel) -> SRModel:
     """
     if not has_deploy_form(model.module):
         return model
-    return SRModel(
-        module=deploy_module(model.module), spec=model.spec, scale=model.scale, source=model.source
-    )
+    return model.with_module(deploy_module(model.module))
 
 
 def reparameterize_checkpoint(
@@ -51,9 +47,9 @@ def reparameterize_checkpoint(
 ) -> SRModel:
     """Fold a training-form checkpoint and write the deploy form as safetensors.
 
-    The file carries the metadata ``network``, ``variant``, ``scale`` and ``form="deploy"``,
-    so :func:`lightsr.load_model` rebuilds the deploy form directly. A checkpoint that is
-    already in deploy form is written unchanged.
+    The file carries the model's provenance with ``form="deploy"`` (see
+    :mod:`lightsr.provenance`), so :func:`lightsr.load_model` rebuilds the deploy form
+    directly. A checkpoint that is already in deploy form is written unchanged.
 
     Args:
         source: checkpoint path or published weights name (training or deploy form).
@@ -67,23 +63,14 @@ def reparameterize_checkpoint(
         UsageError: the output name is not ``.safetensors``, or the network has no
             training/deploy split (``lightsr convert`` is the tool for those).
     """
-    destination = Path(destination)
-    if destination.suffix != ".safetensors":
+    if Path(destination).suffix != ".safetensors":
         raise UsageError(f"{destination}: output must end in .safetensors")
     model = load_model(source)
-    if not has_deploy_form(model.module):
+    if not model.spec.has_deploy_form:
         raise UsageError(
             f"{model.variant} has no separate training form to fold; "
             "use `lightsr convert` to re-save it"
         )
     deployed = reparameterize_model(model)
-    metadata = {
-        "network": deployed.name,
-        "variant": deployed.variant,
-        "scale": deployed.scale,
-        "form": "deploy",
-        "source": Path(str(source)).name,
-        "lightsr_version": __version__,
-    }
-    save_safetensors(deployed.module.state_dict(), destination, metadata, half=half)
+    save_model(deployed, destination, half=half, source=Path(str(source)).name)
     return deployed

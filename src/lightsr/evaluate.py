@@ -10,21 +10,23 @@ the Y channel with ``scale`` pixels cropped from each border.
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from lightsr.errors import ImageError, UsageError
 from lightsr.imresize import imresize, mod_crop
 from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_image, to_float
-from lightsr.metrics import psnr, ssim
+from lightsr.metrics import SSIM_WINDOW, psnr, ssim
 from lightsr.models import SRModel
+from lightsr.options import IMAGE_SUFFIXES
+from lightsr.paths import shared_dir
+from lightsr.progress import progress_bar
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# Folder holding test sets by name (Set5/, Set14/, ...), searched before the shared one.
+DATA_VARIABLE = "LIGHTSR_DATA"
 MIN_SCALE, MAX_SCALE = 2, 8
 BICUBIC = "bicubic"
 
@@ -74,17 +76,40 @@ class EvalResult:
         }
 
 
+def resolve_data_dir(data: str | os.PathLike) -> Path:
+    """The folder of a test set given as a path or as a bare name (``"Set5"``).
+
+    A bare name that is not a folder here is looked up in ``$LIGHTSR_DATA`` and then in
+    the ``data/`` folder of :func:`lightsr.paths.shared_dir`.
+
+    Raises:
+        UsageError: no such folder, naming every place looked in.
+    """
+    path = Path(data)
+    if path.is_dir():
+        return path
+    candidates = [path]
+    if len(path.parts) == 1:
+        if os.environ.get(DATA_VARIABLE):
+            candidates.append(Path(os.environ[DATA_VARIABLE]) / path)
+        candidates.append(shared_dir() / "data" / path)
+    for candidate in candidates[1:]:
+        if candidate.is_dir():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise UsageError(f"data folder not found: {data} (looked in {looked}; see ${DATA_VARIABLE})")
+
+
 def find_hr_images(data_dir: str | os.PathLike, scale: int) -> list[Path]:
-    """Check a test-set folder and scale; return its HR images sorted by name.
+    """Check a test-set folder (a path or a name, see :func:`resolve_data_dir`) and scale;
+    return its HR images sorted by name.
 
     Raises:
         UsageError: bad scale, missing folder, no ``HR/`` folder or no images in it.
     """
     if not isinstance(scale, int) or not MIN_SCALE <= scale <= MAX_SCALE:
         raise UsageError(f"scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {scale}")
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UsageError(f"data folder not found: {data_dir}")
+    data_dir = resolve_data_dir(data_dir)
     hr_dir = data_dir / "HR"
     if not hr_dir.is_dir():
         raise UsageError(f"{data_dir} has no HR/ folder of ground-truth images")
@@ -103,7 +128,8 @@ def evaluate(
     """PSNR-Y and SSIM-Y of ``model`` on the test set in ``data_dir``.
 
     Args:
-        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``.
+        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``, or the name
+            of a standard set (see :func:`resolve_data_dir`).
         scale: upscaling factor; also the number of border pixels ignored by the metrics.
         model: network to evaluate; ``None`` evaluates MATLAB bicubic upscaling.
         progress: show a progress bar on stderr.
@@ -115,43 +141,64 @@ def evaluate(
     hr_paths = find_hr_images(data_dir, scale)
     if model is not None and model.scale != scale:
         raise UsageError(f"the model upscales x{model.scale}, not x{scale}")
-    data_dir = Path(data_dir)
-    lr_dir = data_dir / "LR_bicubic" / f"X{scale}"
+    data_dir = resolve_data_dir(data_dir)
+    lr_dir = lr_folder(data_dir, scale)
     result = EvalResult(
         dataset=data_dir.resolve().name,
         scale=scale,
         model=BICUBIC if model is None else model.variant,
         lr_generated=not lr_dir.is_dir(),
     )
-    bar = tqdm(
-        hr_paths,
-        desc=f"{result.dataset} x{scale}",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
+    bar = progress_bar(
+        hr_paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
     )
     for hr_path in bar:
         hr = mod_crop(read_rgb_uint8(hr_path), scale)
+        _check_size(hr, hr_path, scale, model)
         lr = _load_lr(hr, hr_path, lr_dir, scale) if lr_dir.is_dir() else imresize(hr, 1 / scale)
-        sr = _super_resolve(lr, scale, model)
+        sr = super_resolve(lr, scale, model)
         if sr.shape != hr.shape:
             raise ImageError(f"{hr_path.name}: output is {sr.shape[:2]}, HR is {hr.shape[:2]}")
-        result.images.append(
-            ImageScore(
-                name=hr_path.stem,
-                psnr=psnr(sr, hr, crop_border=scale),
-                ssim=ssim(sr, hr, crop_border=scale),
-            )
-        )
+        result.images.append(replace(score(sr, hr, scale), name=hr_path.stem))
     return result
+
+
+def _check_size(hr: np.ndarray, hr_path: Path, scale: int, model: SRModel | None) -> None:
+    """Refuse HR images too small for SSIM inside the cropped border, or whose LR input is
+    too small for the network."""
+    height, width = hr.shape[:2]
+    smallest = SSIM_WINDOW + 2 * scale
+    if min(height, width) < smallest:
+        raise ImageError(
+            f"{hr_path}: {width}x{height} (after cropping to a multiple of {scale}) is too "
+            f"small: SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} pixels inside the {scale}-pixel "
+            f"border, so at least {smallest}x{smallest}"
+        )
+    if model is not None and min(height, width) // scale < model.spec.min_size:
+        raise ImageError(
+            f"{hr_path}: its x{scale} LR input is {width // scale}x{height // scale}; "
+            f"{model.variant} needs at least {model.spec.min_size}x{model.spec.min_size}"
+        )
+
+
+def lr_folder(data_dir: str | os.PathLike, scale: int) -> Path:
+    """Where a test set keeps its official ×``scale`` inputs: ``LR_bicubic/X<scale>``."""
+    return Path(data_dir) / "LR_bicubic" / f"X{scale}"
+
+
+def find_lr_file(lr_dir: Path, hr_path: Path, scale: int) -> Path:
+    """The LR file of ``hr_path`` in ``lr_dir``: ``<stem>x<s>.<ext>`` or ``<stem>.<ext>``."""
+    for stem in (f"{hr_path.stem}x{scale}", hr_path.stem):
+        for suffix in (hr_path.suffix, *sorted(IMAGE_SUFFIXES)):
+            candidate = lr_dir / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    raise ImageError(f"{lr_dir}: LR image missing (expected for {hr_path.name})")
 
 
 def _load_lr(hr: np.ndarray, hr_path: Path, lr_dir: Path, scale: int) -> np.ndarray:
     """The official LR input of ``hr``; every HR image needs one once the folder exists."""
-    lr_path = lr_dir / f"{hr_path.stem}x{scale}.png"
-    if not lr_path.is_file():
-        raise ImageError(f"{lr_path}: LR image missing (expected for {hr_path.name})")
+    lr_path = find_lr_file(lr_dir, hr_path, scale)
     lr = read_rgb_uint8(lr_path)
     expected = (hr.shape[0] // scale, hr.shape[1] // scale)
     if lr.shape[:2] != expected:
@@ -159,9 +206,20 @@ def _load_lr(hr: np.ndarray, hr_path: Path, lr_dir: Path, scale: int) -> np.ndar
     return lr
 
 
-def _super_resolve(lr: np.ndarray, scale: int, model: SRModel | None) -> np.ndarray:
+def super_resolve(lr: np.ndarray, scale: int, model: SRModel | None) -> np.ndarray:
     """uint8 RGB upscaled by ``scale``: MATLAB bicubic, or the model clamped and rounded."""
     if model is None:
         return imresize(lr, scale)
     output = model.upscale(image_to_tensor(to_float(lr)))
-    return from_float(tensor_to_image(output), np.uint8)
+    return from_float(tensor_to_image(output.float()), np.uint8)
+
+
+def score(sr: np.ndarray, hr: np.ndarray, scale: int, with_ssim: bool = True) -> ImageScore:
+    """PSNR-Y and SSIM-Y (``nan`` unless ``with_ssim``) of ``sr`` against ``hr``, with
+    ``scale`` border pixels ignored: the one scoring rule of ``lightsr eval`` and training
+    validation."""
+    return ImageScore(
+        name="",
+        psnr=psnr(sr, hr, crop_border=scale),
+        ssim=ssim(sr, hr, crop_border=scale) if with_ssim else float("nan"),
+    )

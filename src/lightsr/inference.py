@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -52,6 +53,9 @@ ProgressCallback = Callable[[int, int], None]
 # Default context (input pixels) around each tile. 64 covers FMEN-S's 34-conv receptive
 # field even at the edge of the blend band (64 - 64 // 4 = 48 >= 34).
 DEFAULT_TILE_OVERLAP = 64
+# Images with a smaller side are edge-padded to it: with less context a network's output
+# drifts (FMEN-S turns a lone 1x1 pixel's colour from (200, 60, 30) to (70, 44, 26)).
+MIN_CONTEXT = 16
 # Tile origins, tile sizes and margins are multiples of this: the largest window or patch
 # grid among the networks (ESC 32x32, EMT 32x8/8x32, DITN 8x8).
 TILE_ALIGN = 32
@@ -82,6 +86,7 @@ def prepare_model(model: SRModel, device: str | torch.device, precision: str) ->
     (:func:`lightsr.archs.blocks.to_inference_layout`).
     """
     model.module = deploy_module(model.module)
+    model.form = model.spec.form_of(model.module)
     model.to(device=resolve_device(device), dtype=resolve_precision(precision))
     to_inference_layout(model.module)
     return model
@@ -362,30 +367,39 @@ class _Assembler:
 
     def _write(self, values: np.ndarray, y: int, x: int) -> None:
         height, width = values.shape[:2]
-        target = self.out[y : y + height, x : x + width]
-        clipped = np.clip(values, 0.0, 1.0)
-        max_value = pixel_max(self.out.dtype)
-        if max_value is None:
-            target[...] = clipped
-        else:
-            target[...] = np.rint(clipped * max_value)
+        _store(self.out[y : y + height, x : x + width], values)
+
+
+def _store(target: np.ndarray, values: np.ndarray) -> None:
+    """Write float [0, 1] ``values`` into ``target``, clamped and rounded to its dtype."""
+    clipped = np.clip(values, 0.0, 1.0)
+    max_value = pixel_max(target.dtype)
+    if max_value is None:
+        target[...] = clipped
+    else:
+        target[...] = np.rint(clipped * max_value)
 
 
 # ----------------------------------------------------------------------------- forward
 
 
+def _forward(model: SRModel, patches: np.ndarray) -> np.ndarray:
+    """Run the network on (N, h, w, C) patches (C = 1 or 3); return float32 (N, sh, sw, C)."""
+    device, dtype = model.device, model.dtype
+    tensor = torch.from_numpy(np.ascontiguousarray(patches)).to(device)
+    max_value = pixel_max(patches.dtype)
+    tensor = tensor.to(dtype) if max_value is None else tensor.to(dtype) / max_value
+    tensor = tensor.permute(0, 3, 1, 2).expand(-1, 3, -1, -1)
+    output = model.upscale(tensor)
+    if patches.shape[3] == 1:
+        # Gray in, gray out: the three channels are near-equal; their mean is exact when equal.
+        output = output.float().mean(dim=1, keepdim=True)
+    return output.permute(0, 2, 3, 1).to(device="cpu", dtype=torch.float32).numpy()
+
+
 def _forward_tile(model: SRModel, patch: np.ndarray) -> np.ndarray:
     """Run the network on an (h, w, C) patch (C = 1 or 3); return float32 (sh, sw, C)."""
-    device, dtype = model.device, model.dtype
-    tensor = torch.from_numpy(np.ascontiguousarray(patch)).to(device)
-    max_value = pixel_max(patch.dtype)
-    tensor = tensor.to(dtype) if max_value is None else tensor.to(dtype) / max_value
-    tensor = tensor.permute(2, 0, 1).unsqueeze(0).expand(1, 3, *patch.shape[:2])
-    output = model.upscale(tensor)[0]
-    if patch.shape[2] == 1:
-        # Gray in, gray out: the three channels are near-equal; their mean is exact when equal.
-        output = output.float().mean(dim=0, keepdim=True)
-    return output.permute(1, 2, 0).to(device="cpu", dtype=torch.float32).numpy()
+    return _forward(model, patch[None])[0]
 
 
 def _check_image(image: np.ndarray, model: SRModel) -> np.ndarray:
@@ -399,12 +413,21 @@ def _check_image(image: np.ndarray, model: SRModel) -> np.ndarray:
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         raise ImageError(f"image has zero size ({width}x{height})")
-    min_size = model.spec.min_size
-    if min(height, width) < min_size:
-        raise ImageError(
-            f"image is {width}x{height}; {model.variant} needs at least {min_size}x{min_size}"
-        )
     return image
+
+
+def _upscale_padded(model: SRModel, pixels: np.ndarray, *options: Any) -> np.ndarray:
+    """Upscale (H, W, C) ``pixels`` edge-padded on all sides to the smallest side the
+    network takes meaningfully (:data:`MIN_CONTEXT` or its ``min_size``), then crop: the
+    image sits in the middle, away from the zero padding of the network's convolutions."""
+    smallest = max(model.spec.min_size, MIN_CONTEXT)
+    height, width = pixels.shape[:2]
+    top, left = max(smallest - height, 0) // 2, max(smallest - width, 0) // 2
+    bottom, right = max(smallest - height - top, 0), max(smallest - width - left, 0)
+    padded = np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    out = upscale_array(model, padded, *options)
+    scale = model.scale
+    return out[top * scale : (top + height) * scale, left * scale : (left + width) * scale]
 
 
 def upscale_array(
@@ -429,10 +452,17 @@ def upscale_array(
         (sH, sW) or (sH, sW, 3) array of the input's dtype, clamped to its range.
 
     Raises:
-        ImageError: wrong shape or dtype, or smaller than the network's ``min_size``.
+        ImageError: wrong shape or dtype, or zero size.
+
+    Images with a side under :data:`MIN_CONTEXT` pixels (or the network's ``min_size``) are
+    edge-padded to it and the output cropped back: every network takes them, and gets
+    enough context to keep their colours.
     """
     gray = image.ndim == 2
     pixels = _check_image(image, model)
+    if min(pixels.shape[:2]) < max(model.spec.min_size, MIN_CONTEXT):
+        out = _upscale_padded(model, pixels, tile, overlap, max_memory, progress)
+        return out[..., 0] if gray else out
     height, width, channels = pixels.shape
     scale = model.scale
     plan = plan_tiles(height, width, model, tile, overlap, max_memory)
@@ -463,6 +493,43 @@ def upscale_array(
         if progress is not None:
             progress(done, plan.count)
     return out[..., 0] if gray else out
+
+
+def upscale_batch(
+    model: SRModel,
+    images: Sequence[np.ndarray],
+    tile: int | None = None,
+    overlap: int = DEFAULT_TILE_OVERLAP,
+    max_memory: int | None = None,
+) -> list[np.ndarray]:
+    """Super-resolve same-sized images (video frames), all in one forward pass when they fit.
+
+    The images are stacked into one batch when :func:`plan_tiles` would run all of them
+    as one untiled picture (their heights added) within the memory budget; otherwise each
+    goes through :func:`upscale_array`. Either way the results are those of
+    :func:`upscale_array`, up to the floating-point order of batched kernels.
+
+    Args:
+        model: the network, already on its device and precision.
+        images: (H, W, 3) RGB arrays of one shape and dtype (uint8, uint16 or float32).
+        tile, overlap, max_memory: as in :func:`upscale_array`.
+
+    Returns:
+        One (sH, sW, 3) array per image, of the input's dtype.
+    """
+    first = _check_image(images[0], model)
+    height, width = first.shape[:2]
+    if len(images) > 1 and tile is None:
+        plan = plan_tiles(height * len(images), width, model, None, overlap, max_memory)
+        if plan.count == 1:
+            stacked = np.stack([_check_image(image, model) for image in images])
+            outputs = []
+            for values in _forward(model, stacked):
+                out = np.empty(values.shape, dtype=stacked.dtype)
+                _store(out, values)
+                outputs.append(out)
+            return outputs
+    return [upscale_array(model, image, tile, overlap, max_memory) for image in images]
 
 
 def upscale_tensor(

@@ -19,55 +19,59 @@ import numpy as np
 import torch
 
 from lightsr.errors import ImageError
+from lightsr.imageinfo import (
+    ALPHA_FORMATS,
+    SIXTEEN_BIT_FORMATS,
+    check_pixel_limit,
+    image_info,
+    read_image_info,
+)
+from lightsr.metadata import Metadata, embed_metadata
 from lightsr.options import IMAGE_FORMATS, pixel_max
 from lightsr.paths import replaced_atomically
-
-# File signatures of the formats we read, to name the format in messages and to tell
-# "not an image" apart from "damaged image".
-_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
-    ("PNG", b"\x89PNG\r\n\x1a\n", 0),
-    ("JPEG", b"\xff\xd8\xff", 0),
-    ("WebP", b"WEBP", 8),
-    ("TIFF", b"II*\x00", 0),
-    ("TIFF", b"MM\x00*", 0),
-    ("BMP", b"BM", 0),
-)
-_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-_ALPHA_FORMATS = {"PNG", "WebP", "TIFF", "BMP"}
-
+from lightsr.quiet import quiet_native_stderr
 
 # ----------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file in its native bit depth.
 
-    JPEG EXIF orientation is applied, so the array is the image as viewers show it.
+    JPEG EXIF orientation is applied, so the array is the image as viewers show it. The
+    size declared in the header is checked against ``max_pixels`` before the rest of the
+    file is read (see :mod:`lightsr.imageinfo`).
 
     Args:
         path: a PNG, JPEG, WebP, TIFF or BMP file.
+        max_pixels: refuse larger images; ``None`` sizes the limit from available memory
+            (:func:`lightsr.imageinfo.default_max_pixels`), 0 disables it.
 
     Returns:
         uint8 or uint16 array, (H, W) grayscale, (H, W, 3) RGB or (H, W, 4) RGBA.
 
     Raises:
-        ImageError: the file is missing, empty, not a supported format, damaged, or holds
-            samples that are not 8/16-bit unsigned integers.
+        ImageError: the file is missing, empty, not a supported format, damaged, over the
+            pixel limit, or holds samples that are not 8/16-bit unsigned integers.
     """
     path = Path(path)
-    return decode_image(_read_bytes(path), path)
+    check_pixel_limit(read_image_info(path), path, max_pixels)
+    return decode_image(_read_bytes(path), path, max_pixels=0)
 
 
-def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
+def decode_image(
+    data: bytes, name: str | os.PathLike = "image", max_pixels: int | None = None
+) -> np.ndarray:
     """Decode an image file held in memory, as :func:`read_image` does (EXIF orientation
-    applied); ``name`` stands for it in error messages.
+    applied, header checked against ``max_pixels`` first); ``name`` stands for it in error
+    messages.
 
     Raises:
-        ImageError: not a supported format, damaged, or not 8/16-bit samples.
+        ImageError: not a supported format, damaged, over the pixel limit, or not 8/16-bit
+            samples.
     """
-    image_format = _sniff_format(data)
-    if image_format is None:
-        raise ImageError(f"{name}: not a supported image (PNG, JPEG, WebP, TIFF or BMP)")
+    info = image_info(data, name)
+    check_pixel_limit(info, name, max_pixels)
+    image_format = info.format
     if image_format == "PNG" and not _png_is_complete(data):
         raise ImageError(f"{name}: truncated or damaged PNG data")
     # IMREAD_UNCHANGED ignores EXIF orientation; for JPEG (never alpha) the ANYCOLOR|ANYDEPTH
@@ -77,8 +81,11 @@ def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
         if image_format == "JPEG"
         else cv2.IMREAD_UNCHANGED
     )
-    with _quiet_opencv():
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    try:
+        with _quiet_opencv():
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error:  # OpenCV's own size limits, allocation failures
+        image = None
     if image is None:
         raise ImageError(f"{name}: cannot decode {image_format} data (damaged or truncated)")
     if pixel_max(image.dtype) is None:
@@ -100,26 +107,10 @@ def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise ImageError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if not data:
-        raise ImageError(f"{path}: empty file (0 bytes)")
-    return data
-
-
-def _sniff_format(data: bytes) -> str | None:
-    for name, magic, offset in _SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            if name == "WebP" and data[:4] != b"RIFF":
-                continue
-            return name
-    return None
 
 
 def _png_is_complete(data: bytes) -> bool:
@@ -141,12 +132,14 @@ def _png_is_complete(data: bytes) -> bool:
 
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's log lines while decoding; failures surface as ImageError instead."""
+    """Silence OpenCV's log lines (and libpng's, libtiff's unless verbose) while coding;
+    failures surface as ImageError instead."""
     logging = cv2.utils.logging
     previous = logging.getLogLevel()
     logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     try:
-        yield
+        with quiet_native_stderr():
+            yield
     finally:
         logging.setLogLevel(previous)
 
@@ -167,7 +160,12 @@ def _to_rgb_order(image: np.ndarray, name: str | os.PathLike) -> np.ndarray:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None = None) -> Path:
+def write_image(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    quality: int | None = None,
+    metadata: Metadata | None = None,
+) -> Path:
     """Write ``image`` atomically; the format comes from the file extension.
 
     The file is encoded in memory, written to a temporary file in the target folder and
@@ -183,6 +181,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
         image: uint8 or uint16 array, (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA.
         quality: 1-100 for JPEG and WebP (WebP above 100 is lossless); lossless formats
             ignore it. ``None`` uses OpenCV's defaults (JPEG 95, WebP lossless).
+        metadata: EXIF, ICC profile and DPI to store (PNG and JPEG; see
+            :mod:`lightsr.metadata`).
 
     Returns:
         The path written.
@@ -192,7 +192,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
             file could not be encoded or written.
     """
     path = Path(path)
-    _write_atomically(path, _encode_for(path, image, quality))
+    encoded = _encode_for(path, image, quality)
+    if metadata:
+        image_format = IMAGE_FORMATS[path.suffix.lower()]
+        encoded = embed_metadata(encoded.tobytes(), image_format, metadata)
+    _write_atomically(path, encoded)
     return path
 
 
@@ -217,14 +221,14 @@ def _encode_for(path: Path, image: np.ndarray, quality: int | None) -> np.ndarra
 def _encode(image: np.ndarray, image_format: str, path: Path, quality: int | None) -> np.ndarray:
     if pixel_max(image.dtype) is None:
         raise ImageError(f"{path}: cannot write {image.dtype} pixels; convert to uint8/uint16")
-    if image.dtype == np.uint16 and image_format not in _SIXTEEN_BIT_FORMATS:
+    if image.dtype == np.uint16 and image_format not in SIXTEEN_BIT_FORMATS:
         raise ImageError(f"{path}: {image_format} cannot store 16-bit images; use PNG or TIFF")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     channels = 1 if image.ndim == 2 else image.shape[2]
     if image.ndim not in (2, 3) or channels not in (1, 3, 4):
         raise ImageError(f"{path}: cannot write an image of shape {image.shape}")
-    if channels == 4 and image_format not in _ALPHA_FORMATS:
+    if channels == 4 and image_format not in ALPHA_FORMATS:
         raise ImageError(f"{path}: {image_format} has no alpha channel; use PNG or WebP")
     swap = _CHANNEL_SWAPS.get(channels)
     if swap is None:

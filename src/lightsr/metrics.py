@@ -15,7 +15,7 @@ import numpy as np
 # BT.601 luma for [0, 255] RGB with studio swing (16-235), as MATLAB's rgb2ycbcr.
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
 _Y_OFFSET = 16.0
-_SSIM_WINDOW = 11
+SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
 _PEAK = 255.0
 
@@ -68,8 +68,8 @@ def _prepare(
 
 
 def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
-    if min(a.shape) < _SSIM_WINDOW:
-        raise ValueError(f"SSIM needs at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels, got {a.shape}")
+    if min(a.shape) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {a.shape}")
     c1 = (0.01 * _PEAK) ** 2
     c2 = (0.03 * _PEAK) ** 2
     mu_a, mu_b = _window_mean(a), _window_mean(b)
@@ -83,7 +83,7 @@ def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
 
 def _window_mean(image: np.ndarray) -> np.ndarray:
     """Gaussian-weighted local mean, kept only where the whole window lies in the image."""
-    kernel = cv2.getGaussianKernel(_SSIM_WINDOW, _SSIM_SIGMA, cv2.CV_64F)
+    kernel = cv2.getGaussianKernel(SSIM_WINDOW, _SSIM_SIGMA, cv2.CV_64F)
     filtered = cv2.sepFilter2D(image, cv2.CV_64F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
-    radius = _SSIM_WINDOW // 2
+    radius = SSIM_WINDOW // 2
     return filtered[radius:-radius, radius:-radius]

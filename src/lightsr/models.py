@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightsr import __version__
 from lightsr.archs.blocks import pad_to_multiple
-from lightsr.archs.registry import ArchSpec, Detection, arch_specs, build_model, detectors, get_arch
-from lightsr.checkpoint import METADATA_KEYS, read_state_dict
-from lightsr.errors import CheckpointError
+from lightsr.archs.registry import (
+    ArchSpec,
+    Detection,
+    arch_specs,
+    build_model,
+    build_on_meta,
+    detect,
+    get_arch,
+)
+from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
+from lightsr.errors import CheckpointError, UsageError
+from lightsr.provenance import Provenance, read_provenance
 
 StateDictLike = Mapping[str, torch.Tensor]
 
 
 class NamedBySpec:
-    """``name`` and ``variant`` read from the ``spec`` (:class:`ArchSpec`) of a model."""
+    """``family`` (alias ``name``) and ``variant`` read from the ``spec`` of a model."""
 
     spec: ArchSpec
 
     @property
-    def name(self) -> str:
+    def family(self) -> str:
         """Network family (``"fmen"``)."""
+        return self.spec.family
+
+    @property
+    def name(self) -> str:
+        """Network family (``"fmen"``); the same as :attr:`family`."""
         return self.spec.family
 
     @property
@@ -38,17 +53,47 @@ class NamedBySpec:
 
 @dataclass
 class SRModel(NamedBySpec):
-    """A network with its identity and pixel-range conventions.
+    """A network with its identity, its provenance and its pixel-range conventions.
 
     ``module`` takes input exactly as the official network does (same value range, same
     mean handling), so it is a drop-in replacement. :meth:`upscale` takes and returns float
     RGB in [0, 1] and hides those conventions.
+
+    Attributes:
+        module: the network.
+        spec: its variant's registry entry (:attr:`family`, :attr:`variant` come from it).
+        scale: upscale factor.
+        source: where the weights came from (a path or name; ``""`` for none).
+        config: architecture arguments that differ from the variant's defaults
+            (``{"n_feats": 48}``), so that the same network can be rebuilt and saved.
+        form: ``"train"``, ``"deploy"`` or ``"single"`` (see :mod:`lightsr.provenance`);
+            read from ``module`` when not given.
     """
 
     module: nn.Module
     spec: ArchSpec
     scale: int
     source: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    form: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.form:
+            self.form = self.spec.form_of(self.module)
+
+    @property
+    def full_config(self) -> dict[str, Any]:
+        """Every architecture argument: the variant's defaults updated with :attr:`config`."""
+        return {**self.spec.defaults, **self.config}
+
+    @property
+    def provenance(self) -> Provenance:
+        """Family, variant, scale, form and config, as files record them."""
+        return Provenance(self.family, self.variant, self.scale, self.form, dict(self.config))
+
+    def with_module(self, module: nn.Module) -> SRModel:
+        """The same model around another ``module`` (a copy or another form of it)."""
+        return dataclasses.replace(self, module=module, form="")
 
     @property
     def input_range(self) -> float:
@@ -95,23 +140,79 @@ class SRModel(NamedBySpec):
 def model_from_state_dict(
     state_dict: StateDictLike, metadata: Mapping[str, str] | None = None, source: str = ""
 ) -> SRModel:
-    """Detect the network in ``state_dict``, build it and load the weights strictly."""
+    """Identify the network in ``state_dict``, build it and load the weights strictly.
+
+    The provenance in ``metadata`` (see :mod:`lightsr.provenance`) names the variant and its
+    config when present; otherwise tensor shapes and key counts do (:func:`detect`). When
+    the recorded config does not fit the tensors (files that older versions of ``lightsr
+    convert`` wrote without it), the shapes decide.
+    """
     state_dict = dict(state_dict)
-    detection = _detect_from_metadata(state_dict, metadata or {}) or _detect(state_dict)
-    if detection is None:
-        raise CheckpointError(_mismatch_message(state_dict, source))
+    detection = detect(state_dict)
+    provenance = read_provenance(metadata or {})
+    if provenance is None:
+        if detection is None:
+            raise CheckpointError(_mismatch_message(state_dict, source))
+        return _built(detection, source)
+    try:
+        return _built(_from_provenance(provenance, detection, state_dict), source)
+    except CheckpointError:
+        if detection is None or detection.name != provenance.variant:
+            raise
+        return _built(detection, source)
+
+
+def _built(detection: Detection, source: str) -> SRModel:
+    """The model that ``detection`` describes, with its weights loaded strictly."""
     spec = get_arch(detection.name)
-    module = build_model(spec.name, detection.scale, **detection.overrides)
-    missing, unexpected = _load_strict(module, detection.state_dict)
-    if missing or unexpected:
-        first = (missing or unexpected)[0]
-        kind = "missing" if missing else "unexpected"
+    form = detection.form if spec.has_deploy_form else "single"
+    overrides = {**detection.overrides, **spec.form_arguments(form)}
+    try:
+        module = build_model(spec.name, detection.scale, **overrides)
+    except (RuntimeError, TypeError, ValueError) as exc:  # sizes read from hostile shapes
         raise CheckpointError(
-            f"{source or 'checkpoint'} looks like {spec.name} x{detection.scale} "
-            f"but key {first!r} is {kind}"
-        )
+            f"{source or 'checkpoint'} looks like {spec.name} x{detection.scale} but its "
+            f"tensor shapes do not make one ({str(exc).strip().splitlines()[0][:120]})"
+        ) from None
+    _load_strict(module, detection.state_dict, f"{source or 'checkpoint'} ({spec.name})")
     module.eval()
-    return SRModel(module=module, spec=spec, scale=detection.scale, source=source)
+    return SRModel(module, spec, detection.scale, source, dict(detection.overrides), form)
+
+
+def _from_provenance(
+    provenance: Provenance, detected: Detection | None, state_dict: dict
+) -> Detection:
+    """The detection that the file's metadata states; tensors fill in an unrecorded form."""
+    try:
+        get_arch(provenance.variant)
+    except UsageError:
+        raise CheckpointError(f"metadata names unknown variant {provenance.variant!r}") from None
+    form = provenance.form or (detected.form if detected else "train")
+    keys = detected.state_dict if detected else state_dict
+    return Detection(provenance.variant, provenance.scale, keys, provenance.config, form)
+
+
+def save_model(
+    model: SRModel,
+    destination: str | os.PathLike,
+    half: bool = False,
+    source: str = "",
+    **extra: str,
+) -> Path:
+    """Write ``model``'s weights as ``.safetensors`` with its provenance metadata.
+
+    :func:`load_model` rebuilds exactly this network (variant, config, form) from the file.
+
+    Args:
+        half: store floating tensors as float16.
+        source: name of the file the weights came from, recorded as ``source``.
+        extra: more metadata keys (e.g. :func:`lightsr.hub.origin_metadata`).
+    """
+    destination = Path(destination)
+    if destination.suffix != ".safetensors":
+        raise UsageError(f"{destination}: output must end in .safetensors")
+    metadata = model.provenance.to_metadata(source=source, lightsr_version=__version__, **extra)
+    return save_safetensors(model.module.state_dict(), destination, metadata, half=half)
 
 
 def load_model(checkpoint: str | os.PathLike | StateDictLike) -> SRModel:
@@ -119,12 +220,14 @@ def load_model(checkpoint: str | os.PathLike | StateDictLike) -> SRModel:
 
     Accepts ``.pth``/``.pt``/``.safetensors`` files, plain or wrapped state dicts
     (``params``, ``params_ema``, ``state_dict``, ``model``) and names of published
-    checkpoints (``"emt_x2_official"``, see ``lightsr models``). The network, variant and
-    scale are detected from key names and tensor shapes alone.
+    checkpoints (``"emt_x2_official"``, see ``lightsr models``). The network, variant,
+    configuration, form and scale come from the file's lightsr metadata when it has some,
+    and otherwise from key names and tensor shapes alone: any configuration of a known
+    family loads.
 
     Raises:
         CheckpointError: the file is unreadable or matches no known network; the message
-            names the closest network and the first mismatching key.
+            names the closest variant and the first mismatching key.
     """
     if isinstance(checkpoint, Mapping):
         from lightsr.checkpoint import normalize_state_dict
@@ -143,63 +246,46 @@ def _looks_like_weights_name(text: str) -> bool:
     return os.sep not in text and "." not in text
 
 
-def _detect_from_metadata(state_dict: dict, metadata: Mapping[str, str]) -> Detection | None:
-    """Use the metadata that ``lightsr convert`` writes, when present."""
-    if not all(k in metadata for k in METADATA_KEYS):
-        return None
-    try:
-        overrides = dict(json.loads(metadata.get("overrides", "{}")))
-    except (ValueError, TypeError):
-        raise CheckpointError(f"bad 'overrides' metadata: {metadata['overrides']!r}") from None
-    if metadata.get("form") == "deploy":
-        overrides["deploy"] = True
-    return Detection(
-        name=metadata["variant"],
-        scale=int(metadata["scale"]),
-        state_dict=state_dict,
-        overrides=overrides,
-    )
+def _load_strict(module: nn.Module, state_dict: StateDictLike, where: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)`` with a one-line error naming the
+    first missing, unexpected, misshapen or unusable tensor."""
+    expected = module.state_dict()
+    problem = _first_mismatch(expected, state_dict)
+    if problem:
+        raise CheckpointError(f"{where}: {problem}")
+    check_tensors(state_dict, expected, where)  # shapes, dtype kinds, finite values
+    module.load_state_dict(state_dict, strict=True)
 
 
-def _detect(state_dict: dict) -> Detection | None:
-    for detector in detectors().values():
-        found = detector(state_dict)
-        if found is not None:
-            return found
+def _first_mismatch(expected: StateDictLike, state_dict: StateDictLike) -> str | None:
+    """The first key of ``expected`` missing from ``state_dict`` or the first one too many."""
+    missing = next((key for key in expected if key not in state_dict), None)
+    if missing is not None:
+        return f"key {missing!r} is missing"
+    unexpected = next((key for key in state_dict if key not in expected), None)
+    if unexpected is not None:
+        return f"key {unexpected!r} is unexpected"
     return None
 
 
-def _load_strict(module: nn.Module, state_dict: StateDictLike) -> tuple[list[str], list[str]]:
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        return missing, unexpected
-    for key, value in state_dict.items():
-        if expected[key].shape != value.shape:
-            raise CheckpointError(
-                f"key {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-            )
-    module.load_state_dict(state_dict, strict=True)
-    return [], []
-
-
 def _mismatch_message(state_dict: StateDictLike, source: str) -> str:
-    """Name the registered variant whose keys overlap most with ``state_dict``."""
+    """Name the registered variant whose keys overlap most with ``state_dict`` and the
+    first key that does not fit it (variants are built on the meta device: no weights)."""
     keys = set(state_dict)
     best: tuple[float, str, str] | None = None
     for spec in arch_specs():
-        expected = list(build_model(spec.name, spec.scales[-1]).state_dict())
-        overlap = len(keys.intersection(expected)) / max(len(expected), 1)
-        first_bad = next((k for k in expected if k not in keys), None) or next(iter(keys), "")
-        if best is None or overlap > best[0]:
-            best = (overlap, spec.name, first_bad)
+        for form in ("train", "deploy") if spec.has_deploy_form else ("single",):
+            expected = build_on_meta(spec.name, spec.scales[-1], **spec.form_arguments(form))
+            expected = expected.state_dict()
+            overlap = len(keys.intersection(expected)) / max(len(expected), 1)
+            if best is None or overlap > best[0]:
+                best = (overlap, spec.name, _first_mismatch(expected, state_dict) or "")
     where = source or "checkpoint"
     if best is None or best[0] == 0.0:
         return f"{where}: matches no known network (first key {next(iter(keys), '')!r})"
     return (
         f"{where}: matches no known network; closest is {best[1]} "
-        f"({best[0]:.0%} of its keys), first mismatching key {best[2]!r}"
+        f"({best[0]:.0%} of its keys), {best[2]}"
     )
 
 

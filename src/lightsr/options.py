@@ -27,6 +27,8 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:1, ... (default: auto)"
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Mixed-precision training: the autocast dtype, or "none" (fp32).
 TRAIN_PRECISIONS = ("none", "bf16", "fp16")
+# Upscaling factor when neither the options nor the weights give one.
+DEFAULT_SCALE = 4
 # Inference backends: eager PyTorch, or the network's ONNX export on ONNX Runtime.
 BACKENDS = ("torch", "onnxruntime")
 # Benchmark protocols (see :mod:`lightsr.bench`).
@@ -109,3 +111,18 @@ def resolve_precision(name: str) -> torch.dtype:
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}")
     return getattr(torch, PRECISIONS[name])
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch's operators (process-wide); ``None``: leave.
+
+    Raises:
+        UsageError: ``threads`` is not positive.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"threads must be positive, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

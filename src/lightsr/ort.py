@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightsr.archs.registry import ArchSpec, build_model, get_arch
+from lightsr.archs.registry import ArchSpec, build_on_meta, get_arch
 from lightsr.errors import CheckpointError, LightSRError, UsageError
 from lightsr.models import NamedBySpec
+from lightsr.provenance import read_provenance
 
 # Names of the graph input and output in every lightsr ONNX export.
 INPUT_NAME = "input"
@@ -106,16 +107,18 @@ class OrtModel(NamedBySpec):
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         self.source = str(path)
         metadata = read_metadata(path)
-        if "variant" not in metadata or "scale" not in metadata:
+        provenance = read_provenance(metadata)
+        if provenance is None:
             raise CheckpointError(f"{path}: not a lightsr ONNX export (no variant metadata)")
         try:
-            spec = get_arch(metadata["variant"])
+            spec = get_arch(provenance.variant)
         except LightSRError:
-            raise CheckpointError(f"{path}: unknown variant {metadata['variant']!r}") from None
+            raise CheckpointError(f"{path}: unknown variant {provenance.variant!r}") from None
         self.metadata = metadata
+        self.provenance = provenance
         min_side = int(metadata.get("min_side", spec.min_size))
         self.spec: ArchSpec = dataclasses.replace(spec, min_size=max(spec.min_size, min_side))
-        self.scale = int(metadata["scale"])
+        self.scale = provenance.scale
         self.precision = metadata.get("precision", "fp32")
         self.session = create_session(path, threads)
         self._module: nn.Module | None = None
@@ -123,8 +126,8 @@ class OrtModel(NamedBySpec):
     @property
     def module(self) -> nn.Module:
         if self._module is None:
-            with torch.device("meta"):
-                self._module = build_model(self.spec.name, self.scale).eval()
+            config = {**self.provenance.config, **self.spec.form_arguments(self.provenance.form)}
+            self._module = build_on_meta(self.spec.name, self.scale, **config).eval()
         return self._module
 
     def run(self, array: np.ndarray) -> np.ndarray:

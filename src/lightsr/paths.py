@@ -55,3 +55,28 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool, suffix: str | None = None) -> Path:
+    """Check, before any work, that a command may write its output file ``path``.
+
+    Every ``lightsr`` command that writes follows the same rule: an existing output is
+    replaced only with ``--overwrite``.
+
+    Args:
+        suffix: the extension the output must have (``".safetensors"``), if any.
+
+    Raises:
+        UsageError: ``path`` has another extension, is a folder, or exists and
+            ``overwrite`` is false.
+    """
+    from lightsr.errors import UsageError
+
+    path = Path(path)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise UsageError(f"{path}: output must end in {suffix}")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give an output file name")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: output exists; use --overwrite to replace it")
+    return path

@@ -14,9 +14,10 @@ from lightsr.archs.esc import (
     WindowAttention,
     d4_average,
     depthwise3x3_by_shifts,
-    detect_esc,
     dynamic_depthwise3x3,
+    read_esc,
 )
+from lightsr.archs.registry import detect
 from lightsr.errors import UsageError
 from tests.conftest import shared_file
 
@@ -190,7 +191,7 @@ def test_gradients_reach_every_parameter(variant, scale):
 def test_detects_variant_scale_and_depth(variant, scale, overrides):
     torch.manual_seed(0)
     state_dict = lightsr.build_model(variant, scale, **overrides).state_dict()
-    detection = detect_esc(state_dict)
+    detection = detect(state_dict)
     assert (detection.name, detection.scale) == (variant, scale)
     assert dict(detection.overrides) == overrides
     loaded = lightsr.load_model(state_dict)
@@ -200,8 +201,8 @@ def test_detects_variant_scale_and_depth(variant, scale, overrides):
 def test_other_networks_are_not_detected():
     state_dict = lightsr.build_model("esc", 2, n_blocks=1).state_dict()
     del state_dict["plk_filter"]
-    assert detect_esc(state_dict) is None
-    assert detect_esc({"head.weight": torch.zeros(1)}) is None
+    assert read_esc(state_dict) is None
+    assert read_esc({"head.weight": torch.zeros(1)}) is None
 
 
 def test_smallest_input_and_scale_limits():

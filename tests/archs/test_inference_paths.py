@@ -4,6 +4,7 @@ deployed (channels_last, fast path), and the training path's gradients."""
 from __future__ import annotations
 
 import copy
+import threading
 
 import cv2
 import pytest
@@ -11,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import lightsr
-from lightsr.archs import build_model, ditn
+from lightsr.archs import blocks, build_model, ditn, emt, esc, fmen
 from lightsr.archs.blocks import faithful_path, fast_path, to_inference_layout
 from lightsr.archs.emt import StripedWindowAttention
 from lightsr.archs.registry import arch_specs, get_arch
@@ -86,7 +87,36 @@ def _fast_and_faithful(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
     return fast, faithful
 
 
+# ESC has one forward path (docs/architecture note in lightsr.archs.blocks): no fast path to
+# compare, which test_single_path_networks_never_ask_for_the_fast_path checks.
+SINGLE_PATH = {spec.name for spec in arch_specs() if spec.family == "esc"}
+
+
+def _fast_path_queries(variant: str, monkeypatch) -> int:
+    """How often one forward of a small ``variant`` asks whether it may take the fast path."""
+    calls = []
+
+    def counting() -> bool:
+        calls.append(1)
+        return fast_path()
+
+    for module in (ditn, emt, esc, fmen, blocks):
+        if hasattr(module, "fast_path"):
+            monkeypatch.setattr(module, "fast_path", counting)
+    spec = get_arch(variant)
+    with torch.inference_mode():
+        _randomised(variant, min(spec.scales))(_natural_input(spec.input_range, 36))
+    monkeypatch.undo()
+    return len(calls)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_single_path_networks_never_ask_for_the_fast_path(variant, monkeypatch):
+    queries = _fast_path_queries(variant, monkeypatch)
+    assert (queries == 0) == (variant in SINGLE_PATH), queries
+
+
+@pytest.mark.parametrize("variant", sorted(set(VARIANTS) - SINGLE_PATH))
 def test_fast_path_equals_faithful_path(variant, narrow_bands):
     spec = get_arch(variant)
     module = _randomised(variant, min(spec.scales))
@@ -152,3 +182,23 @@ def test_prepare_model_deploys_and_sets_the_layout():
     assert prepared.module.deploy and not prepared.module.training
     weight = prepared.module.head.weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_faithful_path_applies_to_its_own_thread_only():
+    inside, outside = threading.Event(), threading.Event()
+    seen = {}
+
+    def faithful_thread() -> None:
+        with torch.no_grad(), faithful_path():
+            inside.set()
+            outside.wait(timeout=10)
+            seen["faithful thread"] = fast_path()
+
+    thread = threading.Thread(target=faithful_thread)
+    thread.start()
+    inside.wait(timeout=10)
+    with torch.no_grad():
+        seen["other thread"] = fast_path()
+    outside.set()
+    thread.join()
+    assert seen == {"faithful thread": False, "other thread": True}

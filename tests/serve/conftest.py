@@ -22,7 +22,7 @@ import pytest
 
 TOKEN = "test-token-1234"
 START_TIMEOUT_S = 120.0
-TIGHT_TIME_LIMIT_S = 10
+TIME_LIMIT_S = 4
 URL_LINE = re.compile(r"lightsr serve: (http://\S+/) ")
 
 
@@ -109,11 +109,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Small tiles (slow, many progress steps), a short time limit and room for one waiting
-    job: the queue and time-limit tests."""
-    log = tmp_path_factory.mktemp("serve-tight") / "server.log"
-    options = ("--tile", "32", "--time-limit", str(TIGHT_TIME_LIMIT_S), "--max-waiting", "1")
-    running = start_server(log, *options)
+def queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Small tiles (slow jobs, many progress steps) and room for one waiting job."""
+    log = tmp_path_factory.mktemp("serve-queue") / "server.log"
+    running = start_server(log, "--tile", "32", "--max-waiting", "1")
+    yield running
+    _stop(running.process)
+
+
+@pytest.fixture(scope="module")
+def timed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Small tiles and a short time limit."""
+    log = tmp_path_factory.mktemp("serve-timed") / "server.log"
+    running = start_server(log, "--tile", "32", "--time-limit", str(TIME_LIMIT_S))
     yield running
     _stop(running.process)

@@ -18,7 +18,7 @@ from lightsr.archs.registry import arch_specs
 from lightsr.imresize import imresize
 from lightsr.io import decode_image, encode_image, read_image
 from tests.conftest import shared_file
-from tests.serve.conftest import TIGHT_TIME_LIMIT_S, Server
+from tests.serve.conftest import TIME_LIMIT_S, Server
 
 LR = "data/Set5/LR_bicubic/X4/babyx4.png"
 POLL_S = 0.1
@@ -307,18 +307,14 @@ def _image(side: int) -> bytes:
     return png(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
 
 
-def test_queue_positions_progress_and_cancel(tight_server: Server):
-    # One job of the model runs at once, one may wait; 32-pixel tiles make a 192x192 image
-    # 36 slow steps.
-    with tight_server.client() as client:
-        running = upload(client, _image(192), path="/v1/jobs").json()
-        waiting = upload(client, _image(192), path="/v1/jobs").json()
+def test_queue_positions_progress_and_cancel(queue_server: Server):
+    # One job of the model runs at once, one may wait; 32-pixel tiles make a 320x320 image
+    # 100 slow steps (many seconds, even on a fast machine).
+    with queue_server.client() as client:
+        running = upload(client, _image(320), path="/v1/jobs").json()
+        waiting = upload(client, _image(320), path="/v1/jobs").json()
         assert waiting["state"] == "queued" and waiting["position"] == 1
-        assert_error(
-            client.get(waiting["result_url"] or f"/v1/jobs/{waiting['id']}/result"),
-            409,
-            "not_ready",
-        )
+        assert_error(client.get(f"/v1/jobs/{waiting['id']}/result"), 409, "not_ready")
         full = upload(client, _image(48), path="/v1/jobs")
         assert_error(full, 503, "queue_full")
         assert full.headers["retry-after"] == "5"
@@ -330,37 +326,39 @@ def test_queue_positions_progress_and_cancel(tight_server: Server):
         deadline = time.monotonic() + WAIT_S
         while progress["progress"]["total"] <= 1 and time.monotonic() < deadline:
             progress = client.get(f"/v1/jobs/{running['id']}").json()
-        assert progress["progress"]["total"] == 36
+        assert progress["progress"]["total"] == 100
         client.delete(f"/v1/jobs/{running['id']}")
         stopped = wait_for(client, running["id"], {"cancelled", "failed", "done"})
         assert stopped["state"] == "cancelled"
-        assert stopped["progress"]["done"] < 36
+        assert stopped["progress"]["done"] < 100
 
 
-def test_time_limit_and_health_meanwhile(tight_server: Server):
+def test_time_limit_and_health_meanwhile(timed_server: Server):
     health: list[int] = []
     stop = threading.Event()
 
     def ask_health() -> None:
         while not stop.is_set():
-            health.append(httpx.get(f"{tight_server.url}healthz", timeout=5).status_code)
+            health.append(httpx.get(f"{timed_server.url}healthz", timeout=5).status_code)
             time.sleep(0.2)
 
     watcher = threading.Thread(target=ask_health)
     watcher.start()
     try:
-        with tight_server.client() as client:
+        with timed_server.client() as client:
             # A job that runs past the limit, and a request that waits behind it: both stop
             # at the limit (counted from submission).
-            job = upload(client, _image(192), path="/v1/jobs").json()
+            job = upload(client, _image(512), path="/v1/jobs").json()
             start = time.monotonic()
-            assert_error(upload(client, _image(192)), 504, "time_limit")
-            assert time.monotonic() - start < TIGHT_TIME_LIMIT_S + 10
+            assert_error(upload(client, _image(512)), 504, "time_limit")
+            assert time.monotonic() - start < TIME_LIMIT_S + 10
             failed = wait_for(client, job["id"], {"failed", "done"})
             assert failed["error"]["code"] == "time_limit"
-            # The server goes on: a small image (one tile) still comes back.
-            assert upload(client, _image(32)).status_code == 200
+            # The server goes on: the model's worker is free again and takes the next job
+            # (which may itself run out of time on a loaded machine: 4 s is short).
+            after = upload(client, _image(32), path="/v1/jobs").json()
+            assert wait_for(client, after["id"], {"done", "failed"})["progress"]["total"] == 1
     finally:
         stop.set()
         watcher.join(10)
-    assert len(health) >= 10 and set(health) == {200}
+    assert len(health) >= 5 and set(health) == {200}

@@ -146,3 +146,12 @@ def _screenshot(page, tmp_path: Path) -> None:
     target = os.environ.get(SCREENSHOT_VARIABLE)
     if target:
         shutil.copyfile(picture, target)
+
+
+def test_api_docs_render_offline(page, server: Server):
+    page.goto(f"{server.url}docs")
+    page.locator(".opblock").first.wait_for()
+    assert page.locator(".opblock").count() == 7  # /healthz, /v1/models, upscale, 4 job routes
+    assert page.get_by_role("button", name="Authorize").is_visible()  # the bearer token
+    outside = [u for u in page.requested if not u.startswith((server.url, "data:"))]
+    assert outside == []

@@ -44,8 +44,8 @@ def test_cpu_run_writes_every_artefact(tiny_data, tmp_path):
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
         keys = set(f.keys())
     assert metadata["form"] == "deploy" and metadata["variant"] == "fmen_s"
-    assert metadata["scale"] == "2" and metadata["network"] == "fmen"
-    assert json.loads(metadata["overrides"]) == TINY_FMEN
+    assert metadata["scale"] == "2" and metadata["family"] == "fmen"
+    assert json.loads(metadata["config"]) == TINY_FMEN
     assert dtypes == {torch.float16} and not any(".bn" in k for k in keys)
     loaded = load_model(deploy)
     assert (loaded.variant, loaded.scale, loaded.module.deploy) == ("fmen_s", 2, True)

@@ -3,23 +3,27 @@
 from lightsr.archs.registry import (
     ArchSpec,
     Detection,
+    Reading,
     arch_specs,
     build_model,
+    detect,
     get_arch,
     list_models,
     register_arch,
-    register_detector,
+    register_reader,
 )
 
 __all__ = [
     "ArchSpec",
     "Detection",
+    "Reading",
     "arch_specs",
     "build_model",
+    "detect",
     "get_arch",
     "list_models",
     "register_arch",
-    "register_detector",
+    "register_reader",
 ]
 
 # Network modules register their variants on import.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -123,7 +124,7 @@ class PixelShuffleUpsampler(nn.Sequential):
 
 # ----------------------------------------------------------------------------- fast path
 #
-# Every network has two forward paths with equal outputs (to float rounding):
+# FMEN, DITN and EMT have two forward paths with equal outputs (to float rounding):
 #
 # * the *faithful* path, written to follow the official code and used whenever autograd
 #   records (training) or a graph is traced for export;
@@ -131,21 +132,30 @@ class PixelShuffleUpsampler(nn.Sequential):
 #   into freshly computed tensors, folded affine layers, chunked transients. It never
 #   writes into a tensor the caller passed in.
 #
+# ESC has only the faithful path: its forward never asks ``fast_path()``, and
+# tests/archs/test_inference_paths.py checks that each network's declaration holds.
+#
 # ``to_inference_layout`` adds the module-level half: channels_last parameters for networks
 # whose convolutions are faster in that layout (oneDNN's NHWC depthwise and 1×1 kernels).
 
-_FAITHFUL_ONLY = False
+# Thread-local, not a global: one thread counting FLOPs on the faithful path must not slow
+# another thread's inference. (torch.compile reads thread-locals in full graphs; it would
+# break the graph at a ContextVar.)
+_PATH = threading.local()
 
 
 @contextlib.contextmanager
 def faithful_path() -> Iterator[None]:
-    """Run forwards on the faithful path even with gradients off (tests, debugging)."""
-    global _FAITHFUL_ONLY
-    previous, _FAITHFUL_ONLY = _FAITHFUL_ONLY, True
+    """Run forwards on the faithful path even with gradients off (tests, counting, debugging).
+
+    Applies to the current thread only.
+    """
+    previous = getattr(_PATH, "faithful_only", False)
+    _PATH.faithful_only = True
     try:
         yield
     finally:
-        _FAITHFUL_ONLY = previous
+        _PATH.faithful_only = previous
 
 
 def fast_path() -> bool:
@@ -155,7 +165,8 @@ def fast_path() -> bool:
     :func:`faithful_path`, and not while ``torch.jit`` traces or ``torch.export`` exports
     (exported graphs keep the faithful, functional form). ``torch.compile`` may take it.
     """
-    if _FAITHFUL_ONLY or torch.is_grad_enabled() or torch.jit.is_tracing():
+    faithful_only = getattr(_PATH, "faithful_only", False)
+    if faithful_only or torch.is_grad_enabled() or torch.jit.is_tracing():
         return False
     return not torch.compiler.is_exporting()
 

@@ -28,7 +28,6 @@ folds back and runs its SALs on the full map.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,7 +42,15 @@ from lightsr.archs.blocks import (
     pad_to_multiple,
     row_bands,
 )
-from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
+from lightsr.archs.registry import (
+    ArchSpec,
+    Reading,
+    StateDict,
+    count_indexed,
+    register_arch,
+    register_reader,
+    scale_from_shuffle,
+)
 
 
 class TanhConvNorm(nn.Conv2d):
@@ -466,12 +473,15 @@ class DITN(nn.Module):
         return self.upsample(deep)[..., : h * self.scale, : w * self.scale]
 
 
+# Width, FFN and image channels shared by every variant (the class defaults).
+_COMMON = {"dim": 60, "ffn_expansion": 2.0, "bias": False, "in_channels": 3}
 DITN_REAL_CONFIG = {
     "ufone_blocks": 1,
     "itl_blocks": 4,
     "sal_blocks": 4,
     "norm": "tanh_conv",
     "unit_conv": False,
+    **_COMMON,
 }
 DITN_CONFIG = {
     "ufone_blocks": 3,
@@ -479,6 +489,7 @@ DITN_CONFIG = {
     "sal_blocks": 2,
     "norm": "layer_norm",
     "unit_conv": True,
+    **_COMMON,
 }
 DITN_TINY_CONFIG = {
     "ufone_blocks": 1,
@@ -486,21 +497,13 @@ DITN_TINY_CONFIG = {
     "sal_blocks": 2,
     "norm": "layer_norm",
     "unit_conv": False,
+    **_COMMON,
 }
 _VARIANT_CONFIGS = {
     "ditn_real": DITN_REAL_CONFIG,
     "ditn": DITN_CONFIG,
     "ditn_tiny": DITN_TINY_CONFIG,
 }
-
-
-def _builder(config: dict) -> Callable[..., DITN]:
-    def build(scale: int = 4, **overrides: object) -> DITN:
-        return DITN(scale=scale, **{**config, **overrides})
-
-    return build
-
-
 _DESCRIPTIONS = {
     "ditn_real": ("DITN-Real (official code): 1 UFONE, tanh+conv norm, 0.44M params", False),
     "ditn": ("DITN (paper-derived): 3 UFONEs with LayerNorm, sizes assumed", True),
@@ -511,64 +514,46 @@ for _name, (_description, _paper_derived) in _DESCRIPTIONS.items():
         ArchSpec(
             name=_name,
             family="ditn",
-            builder=_builder(_VARIANT_CONFIGS[_name]),
+            builder=DITN,
             min_size=5,  # reflect padding to a multiple of 8 needs pad < size
             description=_description,
             paper_derived=_paper_derived,
+            defaults=_VARIANT_CONFIGS[_name],
         )
     )
 
 
-def _count_indices(keys: set[str], prefix: str) -> int:
-    count = 0
-    while any(k.startswith(f"{prefix}{count}.") for k in keys):
-        count += 1
-    return count
-
-
-def detect_ditn(state_dict: StateDict) -> Detection | None:
-    """Recognise a DITN-family checkpoint (variant and scale) from key names and shapes."""
-    keys = set(state_dict)
+def read_ditn(state_dict: StateDict) -> Reading | None:
+    """Read a DITN-family checkpoint: depths from key counts, widths from shapes."""
     needed = (
         "sft.weight",
         "UFONE.0.ITLs.0.attn.qkv.weight",
         "conv_after_body.weight",
         "upsample.0.weight",
+        "UFONE.0.ITLs.0.ffn.project_out.weight",
     )
-    if not all(k in keys for k in needed):
+    if not all(k in state_dict for k in needed):
         return None
+    dim, in_channels = state_dict["sft.weight"].shape[:2]
+    scale = scale_from_shuffle(state_dict["upsample.0.weight"].shape[0], in_channels)
     norm = next(
-        (name for name, kind in NORMS.items() if f"UFONE.0.ITLs.0.{kind.prefix}1.weight" in keys),
+        (n for n, kind in NORMS.items() if f"UFONE.0.ITLs.0.{kind.prefix}1.weight" in state_dict),
         None,
     )
-    config = {
-        "ufone_blocks": _count_indices(keys, "UFONE."),
-        "itl_blocks": _count_indices(keys, "UFONE.0.ITLs."),
-        "sal_blocks": _count_indices(keys, "UFONE.0.SALs."),
-        "norm": norm,
-        "unit_conv": "UFONE.0.conv.weight" in keys,
-    }
-    name = next((n for n, c in _VARIANT_CONFIGS.items() if c == config), None)
-    out_channels = state_dict["upsample.0.weight"].shape[0]
-    scale = math.isqrt(out_channels // 3)
-    if name is None or 3 * scale * scale != out_channels:
+    if scale is None or norm is None:
         return None
-    return Detection(
-        name=name, scale=scale, state_dict=state_dict, overrides=_width_overrides(state_dict)
-    )
-
-
-def _width_overrides(state_dict: StateDict) -> dict[str, object]:
-    """Builder arguments whose checkpoint values differ from the defaults (width, FFN, bias)."""
-    dim = state_dict["sft.weight"].shape[0]
-    hidden = state_dict["UFONE.0.ITLs.0.ffn.project_out.weight"].shape[1]
-    found = {
+    config = {
+        "ufone_blocks": count_indexed(state_dict, "UFONE.{}."),
+        "itl_blocks": count_indexed(state_dict, "UFONE.0.ITLs.{}."),
+        "sal_blocks": count_indexed(state_dict, "UFONE.0.SALs.{}."),
+        "norm": norm,
+        "unit_conv": "UFONE.0.conv.weight" in state_dict,
         "dim": dim,
-        "ffn_expansion": hidden / dim,
+        "ffn_expansion": state_dict["UFONE.0.ITLs.0.ffn.project_out.weight"].shape[1] / dim,
         "bias": "UFONE.0.ITLs.0.attn.project_out.bias" in state_dict,
+        "in_channels": in_channels,
     }
-    defaults = {"dim": 60, "ffn_expansion": 2.0, "bias": False}
-    return {k: v for k, v in found.items() if v != defaults[k]}
+    return Reading("ditn", scale, config, state_dict)
 
 
-register_detector("ditn", detect_ditn)
+register_reader("ditn", read_ditn)

@@ -19,7 +19,6 @@ It also folds the attention BatchNorm into the qv conv and adds residuals in pla
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -34,10 +33,12 @@ from lightsr.archs.blocks import (
 )
 from lightsr.archs.registry import (
     ArchSpec,
-    Detection,
+    Reading,
     StateDict,
+    count_indexed,
     register_arch,
-    register_detector,
+    register_reader,
+    scale_from_shuffle,
 )
 from lightsr.errors import CheckpointError
 
@@ -485,34 +486,24 @@ def build_emt(scale: int = 4, **overrides: object) -> EMT:
     return EMT(scale=scale, **overrides)
 
 
-def _count_indices(state_dict: StateDict, template: str) -> int:
-    """Number of consecutive indices ``i`` (from 0) for which ``template.format(i)`` is a key."""
-    count = 0
-    while template.format(count) in state_dict:
-        count += 1
-    return count
-
-
-def detect_emt(state_dict: StateDict) -> Detection | None:
-    """Recognise an EMT checkpoint by its keys; scale from ``tail.0`` (3·s² outputs)."""
+def read_emt(state_dict: StateDict) -> Reading | None:
+    """Read an EMT checkpoint: depths from key counts, widths and scale from shapes."""
     required = ("sub_mean.weight", "head.weight", "body.0.sa_list.0.attn.0.weight", "tail.0.weight")
     if not all(key in state_dict for key in required):
         return None
     colours = state_dict["sub_mean.weight"].shape[0]
-    tail_out = state_dict["tail.0.weight"].shape[0]
-    scale = math.isqrt(tail_out // colours)
-    if scale * scale * colours != tail_out:
+    scale = scale_from_shuffle(state_dict["tail.0.weight"].shape[0], colours)
+    if scale is None:
         return None
     dim = state_dict["head.weight"].shape[0]
     found = {
         "dim": dim,
-        "n_blocks": _count_indices(state_dict, "body.{}.mlp_list.0.fc1.weight"),
-        "n_layers": _count_indices(state_dict, "body.0.mlp_list.{}.fc1.weight"),
-        "n_gtls": _count_indices(state_dict, "body.0.sa_list.{}.attn.0.weight"),
+        "n_blocks": count_indexed(state_dict, "body.{}.mlp_list.0.fc1.weight"),
+        "n_layers": count_indexed(state_dict, "body.0.mlp_list.{}.fc1.weight"),
+        "n_gtls": count_indexed(state_dict, "body.0.sa_list.{}.attn.0.weight"),
         "mlp_ratio": state_dict["body.0.mlp_list.0.fc1.weight"].shape[0] // dim,
     }
-    overrides = {key: value for key, value in found.items() if value != EMT_DEFAULTS[key]}
-    return Detection(name="emt", scale=scale, state_dict=state_dict, overrides=overrides)
+    return Reading("emt", scale, found, state_dict)
 
 
 register_arch(
@@ -528,4 +519,4 @@ register_arch(
         defaults=EMT_DEFAULTS,
     )
 )
-register_detector("emt", detect_emt)
+register_reader("emt", read_emt)

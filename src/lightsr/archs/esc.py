@@ -46,10 +46,12 @@ from torch import nn
 from lightsr.archs.blocks import pad_to_multiple
 from lightsr.archs.registry import (
     ArchSpec,
-    Detection,
+    Reading,
     StateDict,
+    count_indexed,
     register_arch,
-    register_detector,
+    register_reader,
+    scale_from_shuffle,
 )
 
 LN_EPS = 1e-6
@@ -582,48 +584,29 @@ def build_esc_real(scale: int = 4, **kwargs: object) -> ESCReal:
     return ESCReal(scale=scale, **kwargs)
 
 
-def _count_indices(state_dict: StateDict, template: str) -> int:
-    """Number of consecutive indices ``i`` (from 0) for which ``template.format(i)`` is a key."""
-    count = 0
-    while template.format(count) in state_dict:
-        count += 1
-    return count
-
-
 def _hyperparameters(state_dict: StateDict) -> dict[str, object]:
     """Constructor arguments that the shapes and key counts of an ESC checkpoint imply."""
     attention_table = state_dict["blocks.0.attn.relative_position_bias"]
     dim = state_dict["proj.weight"].shape[0]
     # ESC/Real share one dense (pdim, pdim, k, k) kernel; ESC-FP a (pdim, 1, k, k) one.
     large_kernel = state_dict.get("plk_filter", state_dict.get("lk_spatial"))
-    return {
+    found = {
         "dim": dim,
         "pdim": large_kernel.shape[0],
         "kernel_size": large_kernel.shape[-1],
-        "n_blocks": _count_indices(state_dict, "blocks.{}.ln_proj.weight"),
-        "conv_blocks": _count_indices(state_dict, "blocks.0.pconvs.{}.aggr.weight"),
+        "n_blocks": count_indexed(state_dict, "blocks.{}.ln_proj.weight"),
+        "conv_blocks": count_indexed(state_dict, "blocks.0.pconvs.{}.aggr.weight"),
         "window_size": (math.isqrt(attention_table.shape[1]) + 1) // 2,
         "num_heads": attention_table.shape[0],
         "exp_ratio": state_dict["blocks.0.convffns.0.proj.weight"].shape[0] / dim,
-        "use_ln": "blocks.0.lns.0.weight" in state_dict,
     }
+    if "lk_channel" not in state_dict and "skip.0.weight" not in state_dict:
+        found["use_ln"] = "blocks.0.lns.0.weight" in state_dict  # ESC/light/XL only
+    return found
 
 
-def _closest(
-    candidates: Mapping[str, Mapping[str, object]], found: Mapping[str, object]
-) -> tuple[str, dict[str, object]]:
-    """The candidate variant whose defaults differ from ``found`` in the fewest arguments,
-    and those differing arguments as builder overrides."""
-    best_name, best_overrides = "", {}
-    for name, defaults in candidates.items():
-        overrides = {k: found[k] for k in defaults if k in found and found[k] != defaults[k]}
-        if not best_name or len(overrides) < len(best_overrides):
-            best_name, best_overrides = name, overrides
-    return best_name, best_overrides
-
-
-def detect_esc(state_dict: StateDict) -> Detection | None:
-    """Recognise ESC, ESC-light, ESC-XL, ESC-FP and ESC-Real checkpoints and their scale."""
+def read_esc(state_dict: StateDict) -> Reading | None:
+    """Read ESC, ESC-light, ESC-XL, ESC-FP and ESC-Real checkpoints: sizes and scale."""
     required = ("proj.weight", "blocks.0.attn.relative_position_bias", "blocks.0.ln_proj.weight")
     if not all(key in state_dict for key in required):
         return None
@@ -631,24 +614,14 @@ def detect_esc(state_dict: StateDict) -> Detection | None:
         return None
     found = _hyperparameters(state_dict)
     if "skip.0.weight" in state_dict and "to_img.8.weight" in state_dict:
-        name, overrides = _closest({"esc_real": ESC_REAL_DEFAULTS}, found)
-        return Detection(name=name, scale=4, state_dict=state_dict, overrides=overrides)
+        return Reading("esc", 4, found, state_dict, variants=("esc_real",))
     if "to_img.weight" not in state_dict:
         return None
-    outputs = state_dict["to_img.weight"].shape[0]
-    scale = math.isqrt(outputs // 3)
-    if 3 * scale * scale != outputs:
+    scale = scale_from_shuffle(state_dict["to_img.weight"].shape[0])
+    if scale is None:
         return None
-    if "lk_channel" in state_dict:
-        candidates: Mapping[str, Mapping[str, object]] = {"esc_fp": ESC_FP_DEFAULTS}
-    else:
-        candidates = {
-            "esc": ESC_DEFAULTS,
-            "esc_light": ESC_LIGHT_DEFAULTS,
-            "esc_xl": ESC_XL_DEFAULTS,
-        }
-    name, overrides = _closest(candidates, found)
-    return Detection(name=name, scale=scale, state_dict=state_dict, overrides=overrides)
+    variants = ("esc_fp",) if "lk_channel" in state_dict else ("esc", "esc_light", "esc_xl")
+    return Reading("esc", scale, found, state_dict, variants=variants)
 
 
 def _register(
@@ -681,4 +654,4 @@ _register("esc_light", build_esc, ESC_LIGHT_DEFAULTS, "ESC-light: ESC with 3 blo
 _register("esc_xl", build_esc, ESC_XL_DEFAULTS, "ESC-XL: 192 channels, 8 blocks, 48-px windows")
 _register("esc_fp", build_esc_fp, ESC_FP_DEFAULTS, "ESC-FP: fast ESC with decomposed ConvAttn")
 _register("esc_real", build_esc_real, ESC_REAL_DEFAULTS, "ESC-Real: real-world x4 ESC", scales=(4,))
-register_detector("esc", detect_esc)
+register_reader("esc", read_esc)

@@ -26,7 +26,6 @@ Variants:
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
@@ -34,14 +33,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightsr.archs.blocks import PixelShuffleUpsampler, bn_scale_shift, fast_path, row_bands
-from lightsr.archs.registry import ArchSpec, Detection, StateDict, register_arch, register_detector
+from lightsr.archs.registry import (
+    ArchSpec,
+    Reading,
+    StateDict,
+    count_indexed,
+    register_arch,
+    register_reader,
+    scale_from_shuffle,
+)
 
 NEGATIVE_SLOPE = 0.1
 
-FMEN_S_CONFIG = {"n_feats": 50, "mid_feats": 16, "down_blocks": 4, "up_blocks": (2, 1, 1, 1, 1)}
+FMEN_S_CONFIG = {
+    "n_feats": 50,
+    "mid_feats": 16,
+    "down_blocks": 4,
+    "up_blocks": (2, 1, 1, 1, 1),
+    "backbone_ratio": 2,
+    "attention_ratio": 2,
+    "n_colors": 3,
+}
 """FMEN-S, exactly as the official ``Args`` of ``train_fmen.py``/``test_fmen.py``."""
 
-FMEN_CONFIG = {"n_feats": 64, "mid_feats": 16, "down_blocks": 4, "up_blocks": (2, 1, 1, 1, 1)}
+FMEN_CONFIG = {**FMEN_S_CONFIG, "n_feats": 64}
 """FMEN (the paper's larger model): **assumed** configuration.
 
 The paper describes FMEN as FMEN-S's larger sibling built from the same blocks, but its
@@ -386,39 +401,32 @@ def reparameterize(model: FMEN) -> FMEN:
     return deployed.eval()
 
 
-def build_fmen_s(scale: int = 4, deploy: bool = False, **overrides: object) -> FMEN:
-    """FMEN-S (the official configuration); ``deploy`` selects the form."""
-    return FMEN(scale=scale, deploy=deploy, **{**FMEN_S_CONFIG, **overrides})
-
-
-def build_fmen(scale: int = 4, deploy: bool = False, **overrides: object) -> FMEN:
-    """FMEN, the larger model (assumed configuration, see :data:`FMEN_CONFIG`)."""
-    return FMEN(scale=scale, deploy=deploy, **{**FMEN_CONFIG, **overrides})
-
-
 register_arch(
     ArchSpec(
         name="fmen_s",
         family="fmen",
-        builder=build_fmen_s,
+        builder=FMEN,
         input_range=255.0,
         description="FMEN-S (NTIRE 2022 ESR), 0.34M params deployed; RRRB/BN train form",
+        defaults=FMEN_S_CONFIG,
+        deploy_arg="deploy",
     )
 )
 register_arch(
     ArchSpec(
         name="fmen",
         family="fmen",
-        builder=build_fmen,
+        builder=FMEN,
         input_range=255.0,
         description="FMEN (paper-derived): FMEN-S topology with an assumed 64-channel trunk",
         paper_derived=True,
+        defaults=FMEN_CONFIG,
+        deploy_arg="deploy",
     )
 )
 
 # NTIRE 2022 ESR challenge copy (team03) names the trunk blocks differently.
 _KEY_ALIASES = (("basic_blocks.", "ERBs."), ("hfabs.", "HFABs."))
-_VARIANT_CONFIGS = {"fmen_s": FMEN_S_CONFIG, "fmen": FMEN_CONFIG}
 
 
 def _canonical_key(key: str) -> str:
@@ -428,50 +436,39 @@ def _canonical_key(key: str) -> str:
     return key
 
 
-def _count_indices(keys: set[str], prefix: str) -> int:
-    """Number of consecutive ``prefix{i}.`` groups among ``keys``."""
-    count = 0
-    while any(k.startswith(f"{prefix}{count}.") for k in keys):
-        count += 1
-    return count
-
-
-def detect_fmen(state_dict: StateDict) -> Detection | None:
-    """Recognise an FMEN/FMEN-S checkpoint (either form) from key names and shapes alone."""
+def read_fmen(state_dict: StateDict) -> Reading | None:
+    """Read an FMEN-family checkpoint (either form): sizes from shapes, depths from keys."""
     sd = {_canonical_key(k): v for k, v in state_dict.items()}
-    needed = (
-        "head.weight",
-        "warmup.0.weight",
-        "warmup.1.squeeze.weight",
-        "lr_conv.weight",
-        "tail.0.weight",
-    )
-    if not all(k in sd for k in needed):
+    needed = ("head.weight", "warmup.0.weight", "warmup.1.squeeze.weight", "lr_conv.weight")
+    if not all(k in sd for k in (*needed, "tail.0.weight")):
         return None
-    keys = set(sd)
-    if "ERBs.0.conv1.rep_conv.weight" in keys:
-        deploy = True
-    elif "ERBs.0.conv1.expand_conv.weight" in keys:
-        deploy = False
+    if "ERBs.0.conv1.rep_conv.weight" in sd:
+        form = "deploy"
+    elif "ERBs.0.conv1.expand_conv.weight" in sd:
+        form = "train"
     else:
         return None
-    down_blocks = _count_indices(keys, "ERBs.")
+    n_colors, n_feats = sd["head.weight"].shape[1], sd["head.weight"].shape[0]
+    scale = scale_from_shuffle(sd["tail.0.weight"].shape[0], n_colors)
+    if scale is None:
+        return None
+    down_blocks = count_indexed(sd, "ERBs.{}.")
     config = {
-        "n_feats": sd["head.weight"].shape[0],
-        "mid_feats": sd["HFABs.0.squeeze.weight"].shape[0] if down_blocks else None,
+        "n_feats": n_feats,
+        # The warm-up HFAB's branch has mid_feats - 4 channels (see FMEN).
+        "mid_feats": sd["warmup.1.squeeze.weight"].shape[0] + 4,
         "down_blocks": down_blocks,
         "up_blocks": (
-            _count_indices(keys, "warmup.1.convs."),
-            *(_count_indices(keys, f"HFABs.{i}.convs.") for i in range(down_blocks)),
+            count_indexed(sd, "warmup.1.convs.{}."),
+            *(count_indexed(sd, f"HFABs.{i}.convs.{{}}.") for i in range(down_blocks)),
         ),
+        "n_colors": n_colors,
     }
-    name = next((n for n, c in _VARIANT_CONFIGS.items() if c == config), None)
-    tail_out = sd["tail.0.weight"].shape[0]
-    scale = math.isqrt(tail_out // 3)
-    if name is None or 3 * scale * scale != tail_out:
-        return None
-    overrides = {"deploy": True} if deploy else {}
-    return Detection(name=name, scale=scale, state_dict=sd, overrides=overrides)
+    if form == "train":  # the deploy form folds the expansions away
+        config["backbone_ratio"] = sd["ERBs.0.conv1.expand_conv.weight"].shape[0] // n_feats
+        mid = config["mid_feats"] - 4
+        config["attention_ratio"] = sd["warmup.1.convs.0.conv1.expand_conv.weight"].shape[0] // mid
+    return Reading("fmen", scale, config, sd, form)
 
 
-register_detector("fmen", detect_fmen)
+register_reader("fmen", read_fmen)

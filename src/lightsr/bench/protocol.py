@@ -52,8 +52,8 @@ class Runner:
 
 
 def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
-    """``module`` in inference form and the form's name (``"deploy"`` or ``"standard"``)."""
-    form = "deploy" if has_deploy_form(module) else "standard"
+    """``module`` in inference form and the form's name (``"deploy"`` or ``"single"``)."""
+    form = "deploy" if has_deploy_form(module) else "single"
     return deploy_module(module), form
 
 
@@ -146,17 +146,11 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
     # Counted last: a forward before timing would warm up the ntire protocol's cold start.
     height, width = (_padded_side(side, spec) for side in settings.size)
     complexity = count_complexity(module, (1, 3, height, width))
-    return BenchRow(
-        model=spec.family,
-        variant=spec.name,
-        form=form,
-        scale=settings.scale,
-        input=settings.input_label,
-        backend=settings.backend,
-        device=settings.device,
-        precision=settings.precision,
-        protocol=settings.protocol,
-        threads=settings.threads,
+    return _row(
+        spec.family,
+        spec.name,
+        form,
+        settings,
         runs=len(times),
         params=complexity.params,
         macs=complexity.macs,
@@ -319,10 +313,15 @@ def failed_row(variant: str, settings: BenchSettings, message: str) -> BenchRow:
         model, name = spec.family, spec.name
     except LightSRError:
         model = name = variant
+    return _row(model, name, "", settings, runs=0, error=message)
+
+
+def _row(model: str, variant: str, form: str, settings: BenchSettings, **fields: Any) -> BenchRow:
+    """A row naming the network and the settings it was measured with, plus ``fields``."""
     return BenchRow(
         model=model,
-        variant=name,
-        form="",
+        variant=variant,
+        form=form,
         scale=settings.scale,
         input=settings.input_label,
         backend=settings.backend,
@@ -330,8 +329,7 @@ def failed_row(variant: str, settings: BenchSettings, message: str) -> BenchRow:
         precision=settings.precision,
         protocol=settings.protocol,
         threads=settings.threads,
-        runs=0,
-        error=message,
+        **fields,
     )
 
 

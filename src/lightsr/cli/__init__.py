@@ -14,7 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from lightsr import __version__
-from lightsr.errors import LightSRError
+from lightsr.errors import (
+    EXIT_CODES_HELP,
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    LightSRError,
+)
+from lightsr.quiet import set_verbose
 from lightsr.runtime import retain_freed_memory
 
 DESCRIPTION = """\
@@ -31,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightsr",
         description=DESCRIPTION,
+        epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lightsr {__version__}")
@@ -40,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if register is not None:
             register(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show third-party warnings (libpng, torch) and tracebacks of internal errors",
+        )
     return parser
 
 
@@ -51,11 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     retain_freed_memory()
+    set_verbose(args.verbose)
     try:
         return int(args.func(args) or 0)
     except LightSRError as exc:
-        print(f"lightsr {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args.command, f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        print(f"lightsr {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args.command, "interrupted", EXIT_INTERRUPTED)
+    except MemoryError:
+        return _fail(args.command, "error: out of memory", EXIT_ERROR)
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        if args.verbose:
+            raise
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        message = f"internal error: {type(exc).__name__}: {first} (--verbose shows where)"
+        return _fail(args.command, message, EXIT_INTERNAL)
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"lightsr {command}: {message}", file=sys.stderr)
+    return code

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from lightsr.options import DEVICE_HELP, resolve_device
+from lightsr.options import DEVICE_HELP, resolve_device, set_threads
 
 if TYPE_CHECKING:
     from lightsr.evaluate import EvalResult
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     parser.set_defaults(func=run)
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_hr_images(args.data, args.scale)
+    set_threads(args.threads)
     model = None
     if args.weights is not None or args.model != BICUBIC:
         from lightsr.inference import prepare_model

@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="compare ONNX Runtime with torch at 3 sizes"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary")
     parser.set_defaults(func=run)
 
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from lightsr.errors import UsageError
     from lightsr.export import DEFAULT_OPSET, MIN_OPSET, export_onnx, verify_onnx
     from lightsr.models import resolve_model
+    from lightsr.paths import check_output_path
+    from lightsr.progress import heartbeat
 
+    check_output_path(args.output, args.overwrite, ".onnx")
     static = None if args.static is None else parse_size(args.static, "--static")
     if args.model is not None and args.scale is None:
         raise UsageError("--model needs --scale")
@@ -67,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.weights)
         if args.scale is not None and args.scale != model.scale:
             raise UsageError(f"{args.weights} is a x{model.scale} model, not x{args.scale}")
-    result = export_onnx(model, args.output, opset=opset, half=args.fp16, static=static)
-    diffs = verify_onnx(result.path, model, half=args.fp16) if args.verify else {}
+    with heartbeat(f"exporting {model.variant} x{model.scale} (1-3 min)", not args.json):
+        result = export_onnx(model, args.output, opset=opset, half=args.fp16, static=static)
+    with heartbeat("verifying with ONNX Runtime", args.verify and not args.json):
+        diffs = verify_onnx(result.path, model, half=args.fp16) if args.verify else {}
     summary = {
         "output": str(result.path),
         "variant": model.variant,

@@ -83,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     _check(args, token)
+    listener = _listen(args.host, args.port)
     try:
         import uvicorn
 
@@ -94,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
             "pip install 'lightsr[serve]'"
         ) from None
 
-    listener = _listen(args.host, args.port)
     options = EngineOptions(
         device=args.device,
         precision=args.precision,

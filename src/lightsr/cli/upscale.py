@@ -5,34 +5,43 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from lightsr.cli import scaleout, upscale_video
 from lightsr.errors import UsageError
 from lightsr.options import BACKENDS, DEVICE_HELP, PRECISIONS
 
 if TYPE_CHECKING:
+    from lightsr.api import Upscaler
     from lightsr.batch import BatchReport, Job, JobResult
     from lightsr.inference import ProgressCallback
 
 EPILOG = """\
-OUT is a file when INPUT is a single file and OUT has an image extension; otherwise it is a
-folder that mirrors the input tree, each output named <stem><suffix>.<ext>. Large images
-are processed in tiles automatically; --tile forces a tile size. Existing outputs are kept
-unless --overwrite is given. Exit status: 0 all written, 1 some image failed, 2 usage error.
+OUT is a file when INPUT is a single file and OUT has an image (or video) extension; else a
+folder that mirrors the input tree, each output named <stem><suffix>.<ext>; images in it
+are never taken as inputs. Large images are processed in tiles automatically; --tile forces
+a tile size. Inputs are checked from their headers before the model loads: larger than
+--max-pixels, unreadable, or not storable in the output format fail at once. Existing
+outputs stop the command unless --overwrite (replace them) or --skip-existing (keep them).
+EXIF (orientation reset), ICC profile and DPI of PNG/JPEG inputs are kept in PNG/JPEG.
+Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usage error),
+3 Ray failed (--ray).
 
 Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photo.jpg -o best_x4.png --quality best    # EMT, official weights
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
+  lightsr upscale clip.mp4 -o clip_x4.mp4 --codec h265 --crf 22
+  lightsr upscale s3://bucket/frames -o /mnt/shared/frames_x4 --ray auto
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "upscale",
-        help="super-resolve images (files, folders, globs)",
-        description="Upscale images with a super-resolution network or bicubic.",
+        help="super-resolve images and videos (files, folders, globs)",
+        description="Upscale images and videos with a super-resolution network or bicubic.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,7 +79,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format", metavar="EXT", help="output format: png, jpg, webp, tif, bmp (default: input's)"
     )
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="keep existing outputs, do the rest"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="refuse inputs of more pixels (default: what memory holds, at most 16384²; 0: none)",
+    )
+    parser.add_argument(
+        "--outscale",
+        type=float,
+        metavar="F",
+        help="final size factor: the network's scale, then MATLAB bicubic to F (e.g. 3.5)",
+    )
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     parser.add_argument(
         "--quality",
         action=_QualityAction,
@@ -83,55 +109,71 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    upscale_video.add_arguments(parser)
+    scaleout.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here so that `lightsr --help` does not pay for torch.
-    from lightsr.api import DEFAULT_SCALE, Upscaler
-    from lightsr.batch import run_jobs
-    from lightsr.inference import DEFAULT_TILE_OVERLAP
+    # Inputs are planned and checked from their headers before torch is imported, so that
+    # typos, bombs and unwritable formats fail fast and cheaply.
+    from lightsr.batch import BatchReport, check_existing, check_jobs
+    from lightsr.options import DEFAULT_SCALE
 
     _check_numbers(args)
     _apply_preset(args)
-    # Check inputs and outputs before loading the model, so that typos fail fast. The
-    # default suffix names the scale, which --weights without --scale leaves to the file.
-    jobs = _plan(args, args.scale or DEFAULT_SCALE)
-    upscaler = Upscaler(
-        model=args.model,
-        scale=args.scale,
-        weights=args.weights,
-        tile=args.tile,
-        tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
-        max_memory=None if args.max_memory is None else args.max_memory << 20,
-        precision=args.precision,
-        device=args.device,
-        backend=args.backend,
-    )
-    if upscaler.scale != (args.scale or DEFAULT_SCALE):
-        jobs = _plan(args, upscaler.scale)
+    scaleout.check_arguments(args)
+    if args.ray is not None:
+        return scaleout.run_on_ray(args, _upscaler_options(args))
+    videos, images = upscale_video.split_inputs(args.inputs, args.recursive)
+    jobs = _plan(args, images, args.scale or DEFAULT_SCALE)
+    video_jobs = upscale_video.plan(args, videos, args.scale or DEFAULT_SCALE)
+    upscaler = None
+    if args.scale is None and args.weights is not None:  # the scale is the weights'
+        upscaler = _upscaler(args)
+        jobs = _plan(args, images, upscaler.scale)
+        video_jobs = upscale_video.plan(args, videos, upscaler.scale)
+    scale = upscaler.scale if upscaler is not None else args.scale or DEFAULT_SCALE
+    check_existing([*jobs, *video_jobs], args.overwrite, args.skip_existing)
+    todo, decided = check_jobs(jobs, args.outscale or scale, args.max_pixels, args.skip_existing)
+    failed_videos = 0
+    if video_jobs:
+        upscaler = upscaler or _upscaler(args)
+        failed_videos = upscale_video.run(args, upscaler, video_jobs)
+    if not jobs:
+        return 1 if failed_videos else 0
     display = _Display(len(jobs), quiet=args.json)
-    report = run_jobs(
-        upscaler,
-        jobs,
-        overwrite=args.overwrite,
-        quality=args.quality,
-        on_result=display.on_result,
-        tile_progress=display.tile_progress,
-    )
+    for result in decided:
+        display.on_result(result)
+    report = BatchReport(results=decided)
+    if todo:
+        from lightsr.batch import run_jobs
+
+        upscaler = upscaler or _upscaler(args)
+        done = run_jobs(
+            upscaler,
+            todo,
+            overwrite=args.overwrite,
+            quality=args.quality,
+            max_pixels=args.max_pixels,
+            on_result=display.on_result,
+            tile_progress=display.tile_progress,
+        )
+        report.results += done.results
+        report.seconds = done.seconds
     display.close()
     if args.json:
         summary = {
-            "model": upscaler.name,
-            "scale": upscaler.scale,
-            "device": str(upscaler.device),
-            "precision": upscaler.precision,
+            "model": upscaler.name if upscaler else None,
+            "scale": scale,
+            "device": str(upscaler.device) if upscaler else None,
+            "precision": upscaler.precision if upscaler else None,
             **report.to_dict(),
         }
         print(json.dumps(summary))
     else:
         print(_summary_line(report))
-    return 1 if report.failed else 0
+    return 1 if report.failed or failed_videos else 0
 
 
 # What `--quality best` runs: the most accurate network with official weights at x2-x4.
@@ -165,28 +207,64 @@ def _apply_preset(args: argparse.Namespace) -> None:
     )
 
 
-def _plan(args: argparse.Namespace, scale: int) -> list[Job]:
+def _upscaler(args: argparse.Namespace) -> Upscaler:
+    from lightsr.api import Upscaler
+
+    return Upscaler(**_upscaler_options(args))
+
+
+def _plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
     from lightsr.batch import plan_jobs
 
-    suffix = f"_x{scale}" if args.suffix is None else args.suffix
-    return plan_jobs(args.inputs, args.output, suffix, args.format, args.recursive)
+    if not inputs:
+        return []
+    suffix = f"_x{args.outscale or scale:g}" if args.suffix is None else args.suffix
+    return plan_jobs(inputs, args.output, suffix, args.format, args.recursive)
+
+
+def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :class:`~lightsr.api.Upscaler` that ``args`` give."""
+    from lightsr.inference import DEFAULT_TILE_OVERLAP
+
+    return {
+        "model": args.model,
+        "scale": args.scale,
+        "weights": args.weights,
+        "tile": args.tile,
+        "tile_overlap": DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        "max_memory": None if args.max_memory is None else args.max_memory << 20,
+        "precision": args.precision,
+        "device": args.device,
+        "backend": args.backend,
+        "outscale": args.outscale,
+        "threads": args.threads,
+    }
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    if args.tile is not None and args.tile < 1:
-        raise UsageError(f"--tile must be positive, got {args.tile}")
+    positive = {
+        "--scale": args.scale,
+        "--tile": args.tile,
+        "--max-memory": args.max_memory,
+        "--threads": args.threads,
+        "--outscale": args.outscale,
+    }
+    for option, value in positive.items():
+        if value is not None and not value > 0:
+            raise UsageError(f"{option} must be positive, got {value:g}")
     if args.tile_overlap is not None and args.tile_overlap < 0:
         raise UsageError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
-    if args.max_memory is not None and args.max_memory < 1:
-        raise UsageError(f"--max-memory must be positive, got {args.max_memory}")
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise UsageError(f"--max-pixels must be >= 0 (0: no limit), got {args.max_pixels}")
     if args.quality is not None and not 1 <= args.quality <= 101:
         raise UsageError(f"--quality must be between 1 and 101, got {args.quality}")
 
 
 def _summary_line(report: BatchReport) -> str:
     failed = f", {report.failed} failed" if report.failed else ""
+    skipped = f", {report.skipped} skipped (output exists)" if report.skipped else ""
     return (
-        f"upscaled {report.succeeded} of {len(report.results)} images{failed} in "
+        f"upscaled {report.succeeded} of {len(report.results)} images{skipped}{failed} in "
         f"{report.seconds:.1f} s ({report.images_per_second:.2f} images/s, "
         f"{report.megapixels_per_second:.2f} output MP/s)"
     )
@@ -198,9 +276,12 @@ class _Display:
     def __init__(self, total: int, quiet: bool) -> None:
         from tqdm import tqdm
 
+        from lightsr.progress import progress_bar
+
         self._tqdm = tqdm
+        self._bar = progress_bar
         self.quiet = quiet
-        self.images = tqdm(total=total, unit="img", file=sys.stderr, disable=quiet or None)
+        self.images = progress_bar(total=total, unit="img", enabled=not quiet)
         self.tiles = None
 
     def tile_progress(self, job: Job) -> ProgressCallback | None:
@@ -211,14 +292,7 @@ class _Display:
             if total <= 1:
                 return
             if self.tiles is None:
-                self.tiles = self._tqdm(
-                    total=total,
-                    desc=job.source.name,
-                    unit="tile",
-                    file=sys.stderr,
-                    leave=False,
-                    disable=None,
-                )
+                self.tiles = self._bar(total=total, desc=job.source.name, unit="tile", leave=False)
             if done < self.tiles.n:  # RGBA: the alpha channel is a second pass
                 self.tiles.reset(total=total)
             self.tiles.update(done - self.tiles.n)

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from lightsr import __version__
-from lightsr.deploy import has_deploy_form
 from lightsr.errors import ExportError, UsageError
 from lightsr.export.trace import deployable_copy, first_line, quiet_exporter, trace
 from lightsr.export.verify import check_witnesses
@@ -113,22 +112,18 @@ def _checked_output(path: str | os.PathLike) -> Path:
 def _metadata(
     model: SRModel, half: bool, opset: int, min_side: int, static: tuple[int, int] | None
 ) -> dict[str, str]:
-    return {
-        "network": model.name,
-        "variant": model.variant,
-        "scale": str(model.scale),
-        "input_range": "[0, 1]",
-        "layout": "NCHW, RGB, float32",
-        "precision": "fp16" if half else "fp32",
-        # ``model`` is the deployed copy: a network with a split is in its deploy form now.
-        "form": "deploy" if has_deploy_form(model.module) else "standard",
-        "min_side": str(min_side),
-        "static_size": "" if static is None else f"{static[0]}x{static[1]}",
-        "opset": str(opset),
-        "weights_sha256": weights_digest(model.module),
-        "source": Path(model.source).name if model.source else "",
-        "lightsr_version": __version__,
-    }
+    # ``model`` is the deployed copy: its provenance names the deploy form where there is one.
+    return model.provenance.to_metadata(
+        input_range="[0, 1]",
+        layout="NCHW, RGB, float32",
+        precision="fp16" if half else "fp32",
+        min_side=min_side,
+        static_size="" if static is None else f"{static[0]}x{static[1]}",
+        opset=opset,
+        weights_sha256=weights_digest(model.module),
+        source=Path(model.source).name if model.source else "",
+        lightsr_version=__version__,
+    )
 
 
 def _name_dims(proto) -> None:

@@ -75,7 +75,7 @@ def deployable_copy(model: SRModel, half: bool = False) -> SRModel:
     module = copy.deepcopy(model.module).float().cpu()
     module = deploy_module(module)
     module = module.to(torch.float16 if half else torch.float32)
-    return SRModel(module=module, spec=model.spec, scale=model.scale, source=model.source)
+    return model.with_module(module)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def check_witnesses(path: Path, model: SRModel, traced: Trace, half: bool) -> No
     """
     if not traced.witnesses:
         return
-    precise = SRModel(deployable_copy(model).module.double(), model.spec, model.scale)
+    precise = model.with_module(deployable_copy(model).module.double())
     for (height, width), x, expected, actual in _torch_and_ort(
         create_session(path), model, traced.witnesses, seed=1
     ):

@@ -22,10 +22,11 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from lightsr import __version__
+from lightsr.errors import ImageError
+from lightsr.imageinfo import image_info, sniff_format
 from lightsr.serve.engine import FORMATS, ModelPool
 from lightsr.serve.errors import ServeError
-from lightsr.serve.images import header_size
-from lightsr.serve.jobs import DONE, FINISHED, QUEUED, RUNNING, Job, JobQueue
+from lightsr.serve.jobs import DONE, FINISHED, Job, JobQueue
 from lightsr.serve.schemas import ErrorBody, Health, JobStatus, ModelsInfo, ServedModel
 
 STATIC = Path(__file__).parent / "static"
@@ -91,7 +92,7 @@ def create_app(pool: ModelPool, limits: Limits | None = None, token: str | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The catalog takes seconds to build: start on it before the first page asks.
+        # The catalog takes seconds to build: start on it before /v1/models first asks.
         threading.Thread(target=pool.catalog, name="lightsr-catalog", daemon=True).start()
         yield
         queue.close()
@@ -187,7 +188,7 @@ def _api(pool: ModelPool, queue: JobQueue, limits: Limits, token: str | None) ->
             scale=scale,
             format=form.format,
             filename=name,
-            input_size=_check_upload(data, limits.max_pixels),
+            input_size=_check_upload(data, name, limits.max_pixels),
             data=data,
             time_limit=limits.time_limit,
             quality=form.quality,
@@ -285,26 +286,23 @@ def _bearer(token: str) -> Callable[..., Awaitable[None]]:
     return check
 
 
-def _check_upload(data: bytes, max_pixels: int) -> tuple[int, int]:
+def _check_upload(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
     """(width, height) of an upload, from its header: refuse it before anything decodes it."""
-    if not data:
-        raise ServeError(400, "bad_image", "the uploaded file is empty")
-    size = header_size(data)
-    if size is None:
-        raise ServeError(
-            415, "not_an_image", "not a PNG, JPEG, WebP, TIFF or BMP image (or a damaged header)"
+    try:
+        info = image_info(data, name)
+    except ImageError as exc:
+        status, code = (
+            (415, "not_an_image") if data and not sniff_format(data) else (400, "bad_image")
         )
-    width, height = size
-    if width * height == 0:
-        raise ServeError(400, "bad_image", f"the image declares a size of {width}x{height}")
-    if width * height > max_pixels:
+        raise ServeError(status, code, str(exc)) from None
+    if info.pixels > max_pixels:
         raise ServeError(
             413,
             "too_many_pixels",
-            f"the image is {width}x{height} ({width * height / 1e6:.1f} MP); "
-            f"this server takes at most {max_pixels / 1e6:.1f} MP",
+            f"{name}: {info.width}x{info.height} ({info.pixels / 1e6:.1f} MP) is over this "
+            f"server's limit of {max_pixels / 1e6:.1f} MP",
         )
-    return size
+    return info.width, info.height
 
 
 def _safe_name(filename: str | None) -> str:
@@ -318,9 +316,8 @@ def _result(job: Job) -> Response:
     if job.state != DONE:
         raise job.error or ServeError(500, "internal_error", f"job {job.id} is {job.state}")
     extension, media_type = FORMATS[job.format]
-    stem = job.filename.rsplit(".", 1)[0] if "." in job.filename else job.filename
-    download = f"{stem}_x{job.scale}{extension}"
-    headers = {"Content-Disposition": f'attachment; filename="{download}"'}
+    download = f"{job.filename.rsplit('.', 1)[0]}_x{job.scale}{extension}"
+    headers = {"Content-Disposition": f'attachment; filename="{download}"', "X-Job-Id": job.id}
     return Response(job.result, media_type=media_type, headers=headers)
 
 
@@ -329,7 +326,7 @@ def _status(job: Job, queue: JobQueue) -> JobStatus:
     return JobStatus(
         id=job.id,
         state=job.state,
-        position=queue.position(job) if job.state == QUEUED else None,
+        position=queue.position(job),
         model=job.model,
         scale=job.scale,
         format=job.format,
@@ -341,7 +338,7 @@ def _status(job: Job, queue: JobQueue) -> JobStatus:
         ),
         progress={"done": job.tiles_done, "total": job.tiles_total},
         seconds=round(time.monotonic() - job.submitted, 3),
-        error=job.error.to_dict()["error"] if job.error and job.state != RUNNING else None,
+        error=job.error.to_dict()["error"] if job.error else None,
         result_url=f"/v1/jobs/{job.id}/result" if done else None,
     )
 

@@ -138,7 +138,8 @@ class ModelPool:
     def run(self, job: Job, progress: Callable[[int, int], None]) -> tuple[bytes, tuple[int, int]]:
         """Decode the upload, upscale it, encode the result (a :class:`JobQueue` runner)."""
         try:
-            pixels = decode_image(job.data, job.filename)
+            # The header was checked against the server's limit when the job was submitted.
+            pixels = decode_image(job.data, job.filename, max_pixels=0)
         except ImageError as exc:
             raise ServeError(400, "bad_image", str(exc)) from None
         try:

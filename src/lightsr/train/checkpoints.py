@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lightsr.checkpoint import read_state_dict, save_safetensors
+from lightsr.checkpoint import load_failure, read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
@@ -90,13 +90,32 @@ def load_checkpoint(path: Path) -> TrainingState:
         raise CheckpointError(f"{path}: not a training checkpoint folder")
     try:
         extra = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        iteration, elapsed = int(extra.pop("iteration")), float(extra.pop("elapsed"))
     except Exception as exc:  # torch raises many types for corrupt pickles
-        raise CheckpointError(f"{path / 'state.pt'}: unreadable ({exc})") from None
+        raise CheckpointError(f"{path / 'state.pt'}: {load_failure(exc)}") from None
     model, _ = read_state_dict(path / "model.safetensors")
     ema_path = path / "ema.safetensors"
     ema = read_state_dict(ema_path)[0] if ema_path.is_file() else None
-    iteration, elapsed = int(extra.pop("iteration")), float(extra.pop("elapsed"))
     return TrainingState(iteration, elapsed, model, ema, extra)
+
+
+def newest_valid_checkpoint(
+    run_dir: Path, on_skip: Callable[[str], None] | None = None
+) -> Path | None:
+    """The newest checkpoint of the run that loads, or ``None``.
+
+    Damaged ones (a copy cut short, a full disk, files edited by hand) are passed over,
+    each reported to ``on_skip`` with the reason.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            if on_skip is not None:
+                on_skip(f"skipping damaged checkpoint: {exc}")
+            continue
+        return path
+    return None
 
 
 def _remove_partial_writes(folder: Path) -> None:

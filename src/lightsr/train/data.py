@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from lightsr.errors import ConfigError, ImageError
+from lightsr.evaluate import find_lr_file
 from lightsr.imresize import imresize, mod_crop
 from lightsr.io import read_rgb_uint8
+from lightsr.options import IMAGE_SUFFIXES
 from lightsr.paths import cache_dir, replaced_atomically
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Bump when the LR generation changes, so that stale cache entries are never reused.
 LR_CACHE_VERSION = "matlab-bicubic-v1"
 
@@ -50,16 +51,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not images:
         raise ConfigError(f"no images in {folder}")
     return images
-
-
-def find_lr_file(lr_dir: Path, hr_path: Path, scale: int) -> Path:
-    """The LR file of ``hr_path`` in ``lr_dir``: ``<stem>x<s>.<ext>`` or ``<stem>.<ext>``."""
-    for stem in (f"{hr_path.stem}x{scale}", hr_path.stem):
-        for suffix in (hr_path.suffix, *sorted(IMAGE_SUFFIXES)):
-            candidate = lr_dir / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
-    raise ImageError(f"no LR image for {hr_path.name} in {lr_dir}")
 
 
 def load_paired(hr_path: Path, lr_path: Path, scale: int) -> ImagePair:

@@ -15,7 +15,7 @@ Run folder layout (``<output_dir>/<name>/``)::
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,17 +26,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lightsr import __version__
 from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import build_model, get_arch
-from lightsr.checkpoint import read_state_dict, save_safetensors
+from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
+from lightsr.deploy import deploy_module
 from lightsr.errors import CheckpointError, ConfigError, UsageError
 from lightsr.hub import origin_metadata
 from lightsr.models import SRModel
 from lightsr.options import check_scale
+from lightsr.provenance import Provenance
 from lightsr.train.checkpoints import (
     TrainingState,
     list_checkpoints,
     load_checkpoint,
+    newest_valid_checkpoint,
     save_checkpoint,
 )
 from lightsr.train.config import Config, config_to_toml
@@ -182,6 +186,7 @@ class Trainer:
 
     def _load_init_weights(self, path: str) -> None:
         state_dict, _ = read_state_dict(path)
+        check_tensors(state_dict, self.model.state_dict(), f"model.init_weights {path}")
         try:
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
@@ -231,7 +236,10 @@ class Trainer:
                 )
             return None
         if resume == "auto":
-            return existing[-1] if existing else None
+            found = newest_valid_checkpoint(self.run_dir, self._early_message)
+            if existing and found is None:
+                raise CheckpointError(f"{self.run_dir}: no checkpoint of this run can be loaded")
+            return found
         path = Path(resume)
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such checkpoint folder")
@@ -400,6 +408,11 @@ class Trainer:
             f"{self.device}{processes}, budget {' or '.join(budget)}, run folder {self.run_dir}"
         )
 
+    def _early_message(self, text: str) -> None:
+        """A message before the progress display exists."""
+        if self.info.is_main:
+            print(f"lightsr train: {text}", file=sys.stderr)
+
     def _message(self, text: str) -> None:
         if self.info.is_main:
             self.progress.message(text)
@@ -441,25 +454,14 @@ class Trainer:
         self.progress.last_psnr = result.psnr
         return result
 
-    def _metadata(self, form: str) -> dict[str, str]:
-        """Metadata that lets :func:`lightsr.load_model` rebuild the network exactly.
-
-        Same keys as ``lightsr convert`` writes: builder ``overrides`` as JSON, and the form.
-        In the deploy form, ``form`` alone selects it, so ``deploy`` leaves the overrides.
-        """
-        overrides = dict(self.config.model.options)
-        if form == "deploy":
-            overrides.pop("deploy", None)
-        metadata = {
-            "network": self.spec.family,
-            "variant": self.spec.name,
-            "scale": str(self.scale),
-            "form": form,
-        }
-        if overrides:
-            metadata["overrides"] = json.dumps(overrides, sort_keys=True)
-        metadata.update(self.origin)
-        return metadata
+    def _metadata(self, module: nn.Module) -> dict[str, str]:
+        """The provenance of ``module`` (the network trained here, or its deploy form) as
+        file metadata, so that :func:`lightsr.load_model` rebuilds it exactly."""
+        options = self.config.model.options
+        config = {key: value for key, value in options.items() if key != self.spec.deploy_arg}
+        form = self.spec.form_of(module)
+        provenance = Provenance(self.spec.family, self.spec.name, self.scale, form, config)
+        return provenance.to_metadata(lightsr_version=__version__, **self.origin)
 
     def _save_checkpoint(self) -> None:
         if not self.info.is_main:
@@ -480,7 +482,7 @@ class Trainer:
             extra=extra,
         )
         save_checkpoint(
-            self.run_dir, state, self._metadata("train"), self.config.train.keep_checkpoints
+            self.run_dir, state, self._metadata(self.model), self.config.train.keep_checkpoints
         )
 
     # ------------------------------------------------------------------ end of training
@@ -491,19 +493,19 @@ class Trainer:
             return result
         weights = result.weights
         weights["final"] = save_safetensors(
-            self.model.state_dict(), self.run_dir / "final.safetensors", self._metadata("train")
+            self.model.state_dict(), self.run_dir / "final.safetensors", self._metadata(self.model)
         )
         if self.ema is not None:
             weights["final_ema"] = save_safetensors(
                 self.ema.module.state_dict(),
                 self.run_dir / "final_ema.safetensors",
-                self._metadata("train"),
+                self._metadata(self.model),
             )
-        deploy, reparameterized = self._deploy_module()
+        deploy = self._deploy_module()
         weights["deploy"] = save_safetensors(
             deploy.state_dict(),
             self.run_dir / "deploy_fp16.safetensors",
-            self._metadata("deploy" if reparameterized else "train"),
+            self._metadata(deploy),
             half=True,
         )
         final_val = self._validate_and_record(plot=False)
@@ -519,17 +521,11 @@ class Trainer:
         self._message(f"finished at iteration {self.iteration}; weights in {self.run_dir}")
         return result
 
-    def _deploy_module(self) -> tuple[nn.Module, bool]:
-        """A fresh copy of the evaluated weights in inference form (re-parameterised if the
-        network defines ``reparameterize()``, which may work in place or return a module)."""
+    def _deploy_module(self) -> nn.Module:
+        """A fresh copy of the evaluated weights in inference form (deploy form, if any)."""
         module = build_model(self.spec.name, self.scale, **self.config.model.options)
         module.load_state_dict(self._eval_module().state_dict())
-        module.to(self.device).eval()
-        reparameterize = getattr(module, "reparameterize", None)
-        if reparameterize is None:
-            return module, False
-        folded = reparameterize()
-        return (folded if isinstance(folded, nn.Module) else module).eval(), True
+        return deploy_module(module.to(self.device))
 
     def _score_deploy_file(self, deploy: nn.Module, path: Path) -> float:
         """PSNR-Y of the weights exactly as stored in the float16 deploy file."""

@@ -15,19 +15,14 @@ import torch
 from torch import nn
 
 from lightsr.archs.registry import ArchSpec
-from lightsr.evaluate import find_hr_images
+from lightsr.evaluate import find_hr_images, find_lr_file, lr_folder, score, super_resolve
 from lightsr.imresize import imresize, mod_crop
 from lightsr.io import (
-    from_float,
-    image_to_tensor,
     read_rgb_uint8,
-    tensor_to_image,
-    to_float,
     write_image,
 )
-from lightsr.metrics import psnr, ssim
 from lightsr.models import SRModel
-from lightsr.train.data import ImagePair, find_lr_file, load_paired
+from lightsr.train.data import ImagePair, load_paired
 
 
 @dataclass
@@ -42,7 +37,7 @@ class ValidationResult:
 def load_validation_set(folder: str | Path, scale: int) -> list[ImagePair]:
     """HR/LR pairs of a test-set folder (``HR/`` and optionally ``LR_bicubic/X<s>/``)."""
     folder = Path(folder)
-    lr_dir = folder / "LR_bicubic" / f"X{scale}"
+    lr_dir = lr_folder(folder, scale)
     pairs = []
     for hr_path in find_hr_images(folder, scale):
         if lr_dir.is_dir():
@@ -67,12 +62,12 @@ def validate(
     outputs, psnrs, ssims = [], [], []
     try:
         for pair in pairs:
-            output = model.upscale(image_to_tensor(to_float(pair.lr)))
-            sr = from_float(tensor_to_image(output.float()), np.uint8)
+            sr = super_resolve(pair.lr, scale, model)
             outputs.append(sr)
-            psnrs.append(psnr(sr, pair.hr, crop_border=scale))
+            scores = score(sr, pair.hr, scale, with_ssim)
+            psnrs.append(scores.psnr)
             if with_ssim:
-                ssims.append(ssim(sr, pair.hr, crop_border=scale))
+                ssims.append(scores.ssim)
     finally:
         module.train(was_training)
     mean_ssim = float(np.mean(ssims)) if ssims else None

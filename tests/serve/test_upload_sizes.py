@@ -1,4 +1,5 @@
-"""Image sizes from file headers: every format the server takes, and what is not one."""
+"""The sizes the server checks uploads against before decoding them: the header of every
+format variant OpenCV writes (:func:`lightsr.imageinfo.image_info`), and what is not one."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from lightsr.errors import ImageError
+from lightsr.imageinfo import image_info
 from lightsr.io import encode_image
-from lightsr.serve.images import header_size
 
 # (extension, channels, dtype, OpenCV encoder parameters): the variants of each format that
 # declare their size differently (JPEG baseline/progressive, WebP lossy/lossless/extended).
@@ -27,23 +29,25 @@ CASES = [
 
 @pytest.mark.parametrize(("extension", "channels", "dtype", "params"), CASES)
 @pytest.mark.parametrize(("width", "height"), [(37, 21), (300, 2)])
-def test_header_size_of_every_format(extension, channels, dtype, params, width, height):
+def test_size_of_every_format(extension, channels, dtype, params, width, height):
     shape = (height, width) if channels == 1 else (height, width, channels)
     image = np.random.default_rng(0).integers(0, 200, shape).astype(dtype)
     ok, data = cv2.imencode(extension, image, params)
     assert ok
-    assert header_size(data.tobytes()) == (width, height)
+    info = image_info(data.tobytes())
+    assert (info.width, info.height) == (width, height)
 
 
-def test_header_size_of_lightsr_output():
+def test_size_of_lightsr_output():
     data = encode_image(np.zeros((5, 7, 3), np.uint8), ".png").tobytes()
-    assert header_size(data) == (7, 5)
+    assert (image_info(data).width, image_info(data).height) == (7, 5)
 
 
 def test_top_down_bmp_has_a_positive_height():
     data = bytearray(cv2.imencode(".bmp", np.zeros((6, 4, 3), np.uint8))[1].tobytes())
     data[22:26] = (-6).to_bytes(4, "little", signed=True)
-    assert header_size(bytes(data)) == (4, 6)
+    info = image_info(bytes(data))
+    assert (info.width, info.height) == (4, 6)
 
 
 @pytest.mark.parametrize(
@@ -58,5 +62,6 @@ def test_top_down_bmp_has_a_positive_height():
         b"BM\x00",
     ],
 )
-def test_header_size_of_what_is_not_a_whole_header(data):
-    assert header_size(data) is None
+def test_what_is_not_a_whole_header_is_refused(data):
+    with pytest.raises(ImageError):
+        image_info(data)
