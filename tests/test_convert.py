@@ -25,6 +25,9 @@ def test_convert_official_emt_round_trip(tmp_path):
         assert len(list(f.keys())) == 476
     assert (meta["family"], meta["variant"], meta["scale"]) == ("emt", "emt", "3")
     assert (meta["form"], meta["config"], meta["source"]) == ("single", "{}", "EMT_LSR_x3.pth")
+    assert meta["source_name"] == "emt_x3_official" and meta["licence"] == "MIT"
+    assert meta["source_sha256"].startswith("04991327b0ea")
+    assert meta["source_url"].startswith("https://github.com/Fried-Rice-Lab/EMT/raw/")
     reloaded = lightsr.load_model(out)
     assert (reloaded.variant, reloaded.scale) == ("emt", 3)
     _same_outputs(original, reloaded)
@@ -38,7 +41,9 @@ def test_convert_keeps_non_default_architecture(tmp_path):
     out = tmp_path / "small.safetensors"
     original = convert_checkpoint(source, out)
     with safe_open(str(out), "pt") as f:
-        assert f.metadata()["config"] == '{"n_blocks": 2, "n_layers": 4}'
+        meta = f.metadata()
+    assert meta["config"] == '{"n_blocks": 2, "n_layers": 4}'
+    assert "source_name" not in meta and len(meta["source_sha256"]) == 64
     reloaded = lightsr.load_model(out)
     assert len(reloaded.module.body) == 2 and len(reloaded.module.body[0].sa_list) == 4
     _same_outputs(original, reloaded)

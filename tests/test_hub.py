@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import socket
 import threading
@@ -16,6 +17,7 @@ import lightsr
 from lightsr import hub
 from lightsr.cli import main
 from lightsr.errors import CheckpointError, DownloadError
+from lightsr.io import read_image, write_image
 from tests.conftest import shared_file
 
 EMT_X2 = "EMT/EMT_LSR_x2.pth"
@@ -188,3 +190,18 @@ def test_cli_download(serve, official_dir, capsys):
     assert main(["download"]) == 2
     assert main(["download", "esc_x2_official"]) == 2
     assert "cannot be downloaded automatically" in capsys.readouterr().err
+
+
+def test_upscale_quality_best_runs_official_emt_through_the_mirror(
+    serve, official_dir, tmp_path, capsys
+):
+    mirror = serve(official_dir)
+    image = read_image(shared_file("data/Set5/LR_bicubic/X2/birdx2.png"))[:20, :18].copy()
+    write_image(tmp_path / "in.png", image)
+    args = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--scale", "2"]
+    assert main([*args, "--quality", "best", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"] == "emt" and "using EMT" in captured.err
+    assert mirror.requests == [f"/{EMT_X2}"]
+    expected = lightsr.upscale(image, model=lightsr.load_model("emt_x2_official"))
+    assert (read_image(tmp_path / "out.png") == expected).all()

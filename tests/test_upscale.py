@@ -279,3 +279,33 @@ def test_cli_with_a_real_checkpoint(tmp_path, photo, capsys):
     assert read_image(tmp_path / "out" / "ok_x2.png").shape == (40, 48, 3)
     # Smaller than ESC's window: edge-padded, upscaled, cropped (as for every network).
     assert read_image(tmp_path / "out" / "dot_x2.png").shape == (2, 2, 3)
+
+
+def test_cli_quality_best_picks_emt_and_says_so(tmp_path, photo, monkeypatch, capsys):
+    requested = []
+
+    def load(model, scale, weights):
+        requested.append(model)
+        return tiny_model(scale or 4)
+
+    monkeypatch.setattr(lightsr.api, "_load_network", load)
+    write_image(tmp_path / "in.png", photo)
+    out = tmp_path / "o.jpg"
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(out), "--quality", "best"]) == 0
+    assert requested == ["emt"] and "using EMT with its official weights" in capsys.readouterr().err
+    # A file quality may come beside the preset; 'fast' is the built-in default.
+    args = ["--quality", "best", "--quality", "60", "--overwrite"]
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(out), *args]) == 0
+    small = out.stat().st_size
+    args = ["--quality", "fast", "--quality", "100", "--overwrite"]
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(out), *args]) == 0
+    assert requested == ["emt", "emt", None] and out.stat().st_size > small
+
+    args = ["--quality", "best", "--model", "fmen_s"]
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), *args]) == 2
+    assert "drop --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--quality", "hi"]
+        )
+    assert exc.value.code == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightsr.hub import origin_metadata
 from lightsr.models import SRModel, load_model, save_model
 
 
@@ -15,7 +16,9 @@ def convert_checkpoint(
 
     The output holds the module's own state dict (lightsr key names, which are the official
     ones) and the model's provenance (family, variant, scale, form and config; see
-    :mod:`lightsr.provenance`), so :func:`load_model` rebuilds it without guessing.
+    :mod:`lightsr.provenance`), so :func:`load_model` rebuilds it without guessing, and its
+    origin (:func:`lightsr.hub.origin_metadata`: hash, and for published weights name, URL
+    and licence).
 
     Args:
         source: checkpoint path or published weights name.
@@ -26,5 +29,6 @@ def convert_checkpoint(
         The loaded model.
     """
     model = load_model(source)
-    save_model(model, destination, half=half, source=Path(str(source)).name)
+    origin = origin_metadata(source)
+    save_model(model, destination, half=half, source=Path(str(source)).name, **origin)
     return model

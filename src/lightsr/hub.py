@@ -328,6 +328,25 @@ def fetch_weights(name: str, progress: bool = True) -> Path:
     return target
 
 
+def origin_metadata(source: str | os.PathLike) -> dict[str, str]:
+    """Where a checkpoint comes from, as safetensors metadata.
+
+    ``source_sha256`` of the file and, when that is a published checkpoint (``lightsr
+    models``), its ``source_name``, ``source_url`` and ``licence``, so that converted or
+    fine-tuned weights keep their provenance and terms. ``source`` is a file or a
+    published name that has been fetched.
+    """
+    path = Path(source)
+    if not path.is_file():
+        path = cached_path(str(source))
+    digest = file_sha256(path)
+    metadata = {"source_sha256": digest}
+    entry = next((w for w in _REGISTRY.values() if w.sha256 == digest), None)
+    if entry is not None:
+        metadata.update(source_name=entry.name, source_url=entry.url, licence=entry.licence)
+    return metadata
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

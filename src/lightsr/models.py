@@ -193,7 +193,11 @@ def _from_provenance(
 
 
 def save_model(
-    model: SRModel, destination: str | os.PathLike, half: bool = False, source: str = ""
+    model: SRModel,
+    destination: str | os.PathLike,
+    half: bool = False,
+    source: str = "",
+    **extra: str,
 ) -> Path:
     """Write ``model``'s weights as ``.safetensors`` with its provenance metadata.
 
@@ -202,11 +206,12 @@ def save_model(
     Args:
         half: store floating tensors as float16.
         source: name of the file the weights came from, recorded as ``source``.
+        extra: more metadata keys (e.g. :func:`lightsr.hub.origin_metadata`).
     """
     destination = Path(destination)
     if destination.suffix != ".safetensors":
         raise UsageError(f"{destination}: output must end in .safetensors")
-    metadata = model.provenance.to_metadata(source=source, lightsr_version=__version__)
+    metadata = model.provenance.to_metadata(source=source, lightsr_version=__version__, **extra)
     return save_safetensors(model.module.state_dict(), destination, metadata, half=half)
 
 

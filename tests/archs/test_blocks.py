@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightsr.archs.blocks import (
     FoldedCache,
+    PixelShuffleUpsampler,
     bn_scale_shift,
     faithful_path,
     fast_path,
@@ -108,3 +110,25 @@ def test_row_bands_run_a_3x3_conv_band_by_band_exactly():
         out[:, :, rows] = conv(x[:, :, context])[:, :, crop]
     assert covered == list(range(23))
     torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)
+
+
+def test_upsampler_resampled_from_x4_is_the_x4_output_box_downscaled():
+    torch.manual_seed(0)
+    x4, x2, x3 = (PixelShuffleUpsampler(6, s) for s in (4, 2, 3))
+    x = torch.randn(1, 6, 5, 7)
+    for target in (x2, x3):
+        target.load_resampled_(x4[0].weight, x4[0].bias)
+    with torch.no_grad():
+        expected = F.avg_pool2d(x4(x), 2)
+        torch.testing.assert_close(x2(x), expected, rtol=0, atol=1e-5)
+        # x3: every output pixel is an area-weighted mean, so a constant x4 output stays.
+        x4[0].weight.zero_()
+        x4[0].bias.fill_(0.7)
+        x3.load_resampled_(x4[0].weight, x4[0].bias)
+        torch.testing.assert_close(x3(x), torch.full((1, 3, 15, 21), 0.7))
+    try:
+        x2.load_resampled_(torch.zeros(47, 6, 3, 3), None)
+    except ValueError as exc:
+        assert "no sub-pixel conv" in str(exc)
+    else:
+        raise AssertionError("a 47-channel conv was accepted")

@@ -121,3 +121,18 @@ def test_gradients_reach_every_parameter_in_train_form():
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
+
+
+def test_balance_keeps_the_official_function_and_evens_the_weights():
+    model = load_model(shared_file("weights/official/FMEN/test_weights.pt")).module
+    x = _lr_crop(24)
+    with torch.no_grad():
+        before = model(x)
+        model.balance_()
+        after = model(x)
+    assert ((after - before) / 255).abs().max().item() <= TOLERANCE
+    for hfab in (model.warmup[1], *model.HFABs):
+        rms = torch.stack([conv.weight.pow(2).mean().sqrt() for conv in hfab.branch_convs()])
+        torch.testing.assert_close(rms, rms[:1].expand_as(rms), rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="deploy form"):
+        build_model("fmen_s", 4).balance_()

@@ -6,6 +6,7 @@ Anything used by more than one network lives here, so architectures never copy e
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -49,6 +50,16 @@ def row_bands(height: int, band_rows: int) -> Iterator[tuple[slice, slice, slice
 UPSAMPLE_BAND_ROWS = 32
 
 
+def _overlap_matrix(cells: int, source: int) -> torch.Tensor:
+    """(cells, source) weights: how much of output cell ``a`` of [0, 1) split in ``cells``
+    each of ``source`` equal cells covers, as a fraction of ``a`` (rows sum to 1)."""
+    edges = torch.arange(cells + 1, dtype=torch.float64) / cells
+    source_edges = torch.arange(source + 1, dtype=torch.float64) / source
+    low = torch.maximum(edges[:-1, None], source_edges[None, :-1])
+    high = torch.minimum(edges[1:, None], source_edges[None, 1:])
+    return (high - low).clamp(min=0) * cells
+
+
 class PixelShuffleUpsampler(nn.Sequential):
     """conv3x3(dim → out·s²) followed by PixelShuffle(s): the common one-step upsampler.
 
@@ -63,6 +74,30 @@ class PixelShuffleUpsampler(nn.Sequential):
             nn.Conv2d(dim, out_channels * scale * scale, 3, 1, 1, bias=bias),
             nn.PixelShuffle(scale),
         )
+
+    @torch.no_grad()
+    def load_resampled_(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """Initialise the conv from that of an upsampler of another scale, in place.
+
+        Each output sub-pixel takes the area-weighted mean of the source sub-pixels it
+        overlaps, so the network upscales like the source one followed by a box
+        downscale: a good start for fine-tuning a network to a new scale.
+        """
+        conv, shuffle = self
+        scale, colours = shuffle.upscale_factor, conv.out_channels // shuffle.upscale_factor**2
+        source = math.isqrt(weight.shape[0] // colours)
+        if colours * source**2 != weight.shape[0] or weight.shape[1:] != conv.weight.shape[1:]:
+            raise ValueError(f"weight of shape {tuple(weight.shape)} is no sub-pixel conv")
+        area = _overlap_matrix(scale, source).to(weight)
+
+        def resample(tensor: torch.Tensor) -> torch.Tensor:
+            grid = tensor.reshape(colours, source, source, -1)
+            out = torch.einsum("ai,bj,cijk->cabk", area, area, grid)
+            return out.reshape(colours * scale * scale, *tensor.shape[1:])
+
+        conv.weight.copy_(resample(weight))
+        if conv.bias is not None and bias is not None:
+            conv.bias.copy_(resample(bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height = x.shape[-2]

@@ -220,6 +220,34 @@ class HFAB(nn.Module):
             x[:, :, rows].mul_(attention.sigmoid_())
         return x
 
+    def branch_convs(self) -> list[nn.Conv2d]:
+        """The deploy-form branch convs in order, squeeze to excitate."""
+        erb_convs = [conv.rep_conv for erb in self.convs for conv in (erb.conv1, erb.conv2)]
+        return [self.squeeze, *erb_convs, self.excitate]
+
+    @torch.no_grad()
+    def balance_(self) -> None:
+        """Give every deploy-form branch conv weights of the same RMS, in place.
+
+        Merging the BatchNorms can leave weights of 1e-6 in ``excitate`` behind activations
+        of 1e7 (the official FMEN-S weights): one Adam step, which moves every weight by
+        about the learning rate, then destroys the network. Only LeakyReLUs, which commute
+        with positive scaling, and zero padding lie between the branch convs, so scaling
+        conv ``i``'s outputs by ``s_i`` and its successor's inputs by ``1 / s_i`` leaves the
+        function unchanged; the scales are chosen so all weights end up equally large.
+        """
+        if not self.deploy:
+            raise ValueError("balance_ applies to the deploy form")
+        convs = self.branch_convs()
+        rms = [conv.weight.pow(2).mean().sqrt() for conv in convs]
+        target = torch.stack(rms).log().mean().exp()  # geometric mean: the product is kept
+        carried = torch.ones(())  # the scale of the previous conv's output
+        for conv, size in zip(convs, rms, strict=True):
+            scale = carried * target / size
+            conv.weight.mul_(scale / carried)
+            conv.bias.mul_(scale)
+            carried = scale
+
     @torch.no_grad()
     def folded_convs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Weights and biases of ``squeeze`` and ``excitate`` with the BatchNorms merged."""
@@ -334,6 +362,15 @@ class FMEN(nn.Module):
     def reparameterize(self) -> FMEN:
         """The deploy form of this network (see :func:`reparameterize`)."""
         return reparameterize(self)
+
+    def balance_(self) -> None:
+        """Rescale the deploy-form attention branches for fine-tuning (:meth:`HFAB.balance_`).
+
+        The function is unchanged; only how it is split among the weights changes.
+        """
+        self.warmup[1].balance_()
+        for hfab in self.HFABs:
+            hfab.balance_()
 
 
 @torch.no_grad()

@@ -44,12 +44,22 @@ class ModelConfig:
         options: keyword arguments for the network builder (``{deploy = false}``).
         init_weights: checkpoint to start from (fine-tuning); its keys must match the
             network built with ``options``. Empty: random initialisation.
+        init_from: checkpoint (file or published name such as ``"fmen_s_x4_official"``)
+            whose tensors initialise the network where key and shape both match, e.g. the
+            body of another scale; the rest keeps its random initialisation. The loaded and
+            skipped keys are reported. Exclusive with ``init_weights``.
+        balance: after loading, rescale the weights so that every layer's weights are
+            about equally large, without changing the function (networks with a
+            ``balance_()`` method: deploy-form FMEN, whose merged BatchNorms otherwise make
+            Adam steps explode).
     """
 
     network: str = ""
     scale: int = 4
     options: dict[str, Any] = field(default_factory=dict)
     init_weights: str = ""
+    init_from: str = ""
+    balance: bool = False
 
 
 @dataclass
@@ -153,6 +163,10 @@ class TrainConfig:
             along, so the learning rate always reaches its end value when training stops.
         loss: ``"l1"``, ``"charbonnier"`` or ``"mse"``.
         charbonnier_eps: epsilon of the Charbonnier loss (in [0, 1] pixel units).
+        teacher: checkpoint (file or published name such as ``"emt_x2_official"``) of a
+            network of the same scale whose outputs the student also learns (distillation);
+            empty: none.
+        teacher_weight: the loss is ``(1 - w) * loss(SR, HR) + w * loss(SR, teacher)``.
         ema_decay: decay of the exponential moving average of the weights (0: no EMA).
         precision: autocast dtype: ``"none"``, ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -168,6 +182,8 @@ class TrainConfig:
     max_minutes: float = 0.0
     loss: str = "l1"
     charbonnier_eps: float = 1e-3
+    teacher: str = ""
+    teacher_weight: float = 0.5
     ema_decay: float = 0.999
     precision: str = "bf16"
     device: str = "auto"
@@ -325,7 +341,9 @@ def _expand_paths(config: Config) -> None:
     config.data.lr_dirs = [expand_path(p, scale) for p in config.data.lr_dirs]
     config.data.lr_cache = expand_path(config.data.lr_cache, scale)
     config.model.init_weights = expand_path(config.model.init_weights, scale)
+    config.model.init_from = expand_path(config.model.init_from, scale)
     config.val.dir = expand_path(config.val.dir, scale)
+    config.train.teacher = expand_path(config.train.teacher, scale)
     config.name = expand_path(config.name, scale)
 
 
@@ -340,6 +358,11 @@ def validate(config: Config) -> None:
     if not config.name or "/" in config.name or config.name in (".", ".."):
         raise ConfigError(f"config key 'name' must be a plain folder name, got {config.name!r}")
     _require(model.scale >= 1, "model.scale", "must be at least 1")
+    _require(
+        not (model.init_weights and model.init_from),
+        "model.init_from",
+        "cannot be combined with model.init_weights",
+    )
     _require(bool(data.hr_dirs), "data.hr_dirs", "must list at least one folder")
     _require(
         not data.lr_dirs or len(data.lr_dirs) == len(data.hr_dirs),
@@ -374,6 +397,7 @@ def validate(config: Config) -> None:
         "or train.max_minutes must be set (the training budget)",
     )
     _choice(train.loss, LOSSES, "train.loss")
+    _require(0 < train.teacher_weight <= 1, "train.teacher_weight", "must be in (0, 1]")
     _require(0 <= train.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
     _choice(train.precision, TRAIN_PRECISIONS, "train.precision")
     _require(train.log_interval >= 1, "train.log_interval", "must be positive")

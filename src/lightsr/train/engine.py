@@ -27,10 +27,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lightsr import __version__
+from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import build_model, get_arch
 from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
 from lightsr.deploy import deploy_module
 from lightsr.errors import CheckpointError, ConfigError, UsageError
+from lightsr.hub import origin_metadata
+from lightsr.models import SRModel
 from lightsr.options import check_scale
 from lightsr.provenance import Provenance
 from lightsr.train.checkpoints import (
@@ -58,6 +61,7 @@ from lightsr.train.distributed import (
 )
 from lightsr.train.optim import Budget, WeightEMA, learning_rate, make_loss, make_optimizer
 from lightsr.train.report import MetricsLog, Progress
+from lightsr.train.transfer import load_matching, load_reference
 from lightsr.train.validation import (
     ValidationResult,
     load_validation_set,
@@ -148,9 +152,17 @@ class Trainer:
         self.val_pairs = self._load_validation() if info.is_main else []
         torch.manual_seed(config.train.seed)
         self.model = build_model(self.spec.name, self.scale, **config.model.options)
+        self.origin: dict[str, str] = {}
         if config.model.init_weights:
             self._load_init_weights(config.model.init_weights)
+        if config.model.init_from:
+            self._init_from(config.model.init_from)
+        if config.model.balance:
+            self._balance()
         self.model.to(device)
+        if device.type == "cpu":
+            # oneDNN trains NHWC convolutions about 1.5x faster (FMEN-S, one thread).
+            to_inference_layout(self.model)
         if device.type == "cuda":
             # Fixed patch sizes: let cuDNN pick the fastest kernels once.
             torch.backends.cudnn.benchmark = True
@@ -163,6 +175,7 @@ class Trainer:
         fp16 = config.train.precision == "fp16"
         self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
         self.loss_fn = make_loss(config.train)
+        self.teacher = self._load_teacher(config.train.teacher) if config.train.teacher else None
         self.budget = Budget(config.train)
         self.iteration, self.elapsed = 0, 0.0
         self.checkpoint = checkpoint
@@ -179,6 +192,29 @@ class Trainer:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"model.init_weights {path} does not fit: {first}") from None
+
+    def _init_from(self, checkpoint: str) -> None:
+        source = load_reference(checkpoint, torch.device("cpu")).module.state_dict()
+        report = load_matching(self.model, source)
+        self._message(report.summary(checkpoint))
+        # The weights derive from the checkpoint: its hash, name and licence go with them.
+        self.origin = {"init_from": checkpoint, **origin_metadata(checkpoint)}
+
+    def _balance(self) -> None:
+        balance = getattr(self.model, "balance_", None)
+        if balance is None:
+            raise ConfigError(f"model.balance: {self.spec.name} has no balance_()")
+        try:
+            balance()
+        except ValueError as exc:
+            raise ConfigError(f"model.balance: {exc}") from None
+
+    def _load_teacher(self, checkpoint: str) -> SRModel:
+        teacher = load_reference(checkpoint, self.device)
+        if teacher.scale != self.scale:
+            raise ConfigError(f"train.teacher {checkpoint} is x{teacher.scale}, not x{self.scale}")
+        self._message(f"teacher: {teacher.variant} x{teacher.scale} from {checkpoint}")
+        return teacher
 
     def _check_settings(self) -> None:
         config, info = self.config, self.info
@@ -319,7 +355,11 @@ class Trainer:
         target = hr_u8.float().div_(255.0)
         with self._autocast():
             output = self.net(inputs)
-        loss = self.loss_fn(output.float() / input_range, target)
+        output = output.float() / input_range
+        loss = self.loss_fn(output, target)
+        if self.teacher is not None:
+            weight = config.train.teacher_weight
+            loss = (1 - weight) * loss + weight * self.loss_fn(output, self._teach(lr_u8))
         self.optimizer.zero_grad(set_to_none=True)
         clip = config.optim.grad_clip
         if self.scaler is not None:
@@ -337,6 +377,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         return loss.detach()
+
+    @torch.no_grad()
+    def _teach(self, lr_u8: torch.Tensor) -> torch.Tensor:
+        """The teacher's output for the batch, in [0, 1] units like the target."""
+        teacher = self.teacher
+        with self._autocast():
+            output = teacher.forward(lr_u8.to(teacher.dtype).div_(255.0))
+        return output.float()
 
     def _autocast(self) -> Any:
         precision = self.config.train.precision
@@ -413,7 +461,7 @@ class Trainer:
         config = {key: value for key, value in options.items() if key != self.spec.deploy_arg}
         form = self.spec.form_of(module)
         provenance = Provenance(self.spec.family, self.spec.name, self.scale, form, config)
-        return provenance.to_metadata(lightsr_version=__version__)
+        return provenance.to_metadata(lightsr_version=__version__, **self.origin)
 
     def _save_checkpoint(self) -> None:
         if not self.info.is_main:
