@@ -181,7 +181,7 @@ def write_image(
         image: uint8 or uint16 array, (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA.
         quality: 1-100 for JPEG and WebP (WebP above 100 is lossless); lossless formats
             ignore it. ``None`` uses OpenCV's defaults (JPEG 95, WebP lossless).
-        metadata: EXIF, ICC profile and DPI to store (PNG and JPEG; see
+        metadata: EXIF, ICC profile and DPI to store (PNG, JPEG, WebP, TIFF; see
             :mod:`lightsr.metadata`).
 
     Returns:

@@ -28,7 +28,8 @@ are never taken as inputs. Large images are processed in tiles automatically; --
 a tile size. Inputs are checked from their headers before the model loads: larger than
 --max-pixels, unreadable, or not storable in the output format fail at once. Existing
 outputs stop the command unless --overwrite (replace them) or --skip-existing (keep them).
-EXIF (orientation reset), ICC profile and DPI of PNG/JPEG inputs are kept in PNG/JPEG.
+EXIF, ICC profile and DPI are kept between PNG, JPEG, WebP and TIFF (WebP holds no DPI);
+the orientation of JPEG/TIFF inputs is reset, as their pixels are turned upright.
 Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usage error),
 3 Ray failed (--ray).
 
