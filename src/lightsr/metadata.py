@@ -370,6 +370,9 @@ def _tiff_entry(order: str, tag: int, kind: int, count: int, value: bytes) -> by
 def _tiff_with(encoded: bytes, metadata: Metadata) -> bytes:
     # The encoder's first IFD is left where it is; a new one (its entries plus ours) is
     # appended with the new values and the header is pointed at it.
+    added = len(metadata.exif or b"") + len(metadata.icc or b"") + 4096
+    if encoded[:4] not in (b"II*\x00", b"MM\x00*") or len(encoded) + added > 0xFFFFFFFF:
+        return encoded  # BigTIFF (64-bit offsets), written by OpenCV for huge images
     order = _tiff_order(encoded)
     (first,) = struct.unpack_from(order + "I", encoded, 4)
     (count,) = struct.unpack_from(order + "H", encoded, first)
@@ -384,8 +387,11 @@ def _tiff_with(encoded: bytes, metadata: Metadata) -> bytes:
         out.extend(b"\x00" * (len(out) & 1))  # TIFF offsets point at word boundaries
         return len(out)
 
-    def append(blob: bytes) -> bytes:
-        """Store ``blob`` at the end; its offset as an entry value."""
+    def value_field(blob: bytes) -> bytes:
+        """An entry's value field for ``blob``: itself if it fits in 4 bytes, else the
+        offset where it is stored at the end."""
+        if len(blob) <= 4:
+            return blob
         offset = aligned_end()
         out.extend(blob)
         return struct.pack(order + "I", offset)
@@ -397,18 +403,18 @@ def _tiff_with(encoded: bytes, metadata: Metadata) -> bytes:
             if tag not in entries and tag not in _IMAGE_TAGS:
                 entries[tag] = entry
     if metadata.icc:
-        pointer = append(metadata.icc)
-        entries[_TIFF_ICC] = _tiff_entry(order, _TIFF_ICC, _UNDEFINED, len(metadata.icc), pointer)
+        icc = value_field(metadata.icc)
+        entries[_TIFF_ICC] = _tiff_entry(order, _TIFF_ICC, _UNDEFINED, len(metadata.icc), icc)
     if metadata.dpi:
         for tag, value in zip((_TIFF_X_RESOLUTION, _TIFF_Y_RESOLUTION), metadata.dpi, strict=True):
-            pointer = append(struct.pack(order + "II", round(value * 1000), 1000))
-            entries[tag] = _tiff_entry(order, tag, _RATIONAL, 1, pointer)
+            rational = value_field(struct.pack(order + "II", round(value * 1000), 1000))
+            entries[tag] = _tiff_entry(order, tag, _RATIONAL, 1, rational)
         unit = struct.pack(order + "H", 2)  # inches
         entries[_TIFF_RESOLUTION_UNIT] = _tiff_entry(order, _TIFF_RESOLUTION_UNIT, _SHORT, 1, unit)
     ifd = struct.pack(order + "H", len(entries))
     ifd += b"".join(entries[tag] for tag in sorted(entries))  # TIFF wants ascending tags
     ifd += struct.pack(order + "I", next_ifd)
-    out[4:8] = append(ifd)
+    out[4:8] = value_field(ifd)
     return bytes(out)
 
 
@@ -420,7 +426,7 @@ def _exif_relocated(exif: bytes, order: str, offset: int) -> tuple[bytes, dict[i
         block = bytearray(exif)
         try:
             (first,) = struct.unpack_from(order + "I", exif, 4)
-            _relocate(exif, block, order, first, offset, set())
+            _relocate(exif, block, order, first, offset, depth=2)
             entries = _ifd_entries(exif, order, first)
         except struct.error:
             return b"", {}
@@ -438,19 +444,16 @@ def _exif_relocated(exif: bytes, order: str, offset: int) -> tuple[bytes, dict[i
     return b"", {_TIFF_ORIENTATION: _tiff_entry(order, _TIFF_ORIENTATION, _SHORT, 1, value)}
 
 
-def _relocate(
-    exif: bytes, block: bytearray, order: str, ifd: int, delta: int, seen: set[int]
-) -> None:
+def _relocate(exif: bytes, block: bytearray, order: str, ifd: int, delta: int, depth: int) -> None:
     """Add ``delta`` to every offset in the IFD at ``ifd`` of ``exif`` (written into
-    ``block``) and in the IFDs it points to."""
-    if ifd in seen:  # a loop of IFD pointers in a hostile file
-        return
-    seen.add(ifd)
+    ``block``) and in the IFDs it points to, ``depth`` levels down at most."""
+    if depth < 0:  # EXIF nests at most IFD0 -> EXIF -> interoperability; stops pointer loops
+        raise struct.error("EXIF IFDs nested too deep")
     for index, (tag, _, _, at) in enumerate(_ifd_entries(exif, order, ifd)):
         entry = ifd + 2 + 12 * index
         if tag in _IFD_POINTERS:
             (target,) = struct.unpack_from(order + "I", exif, entry + 8)
-            _relocate(exif, block, order, target, delta, seen)
+            _relocate(exif, block, order, target, delta, depth - 1)
         elif at == entry + 8:
             continue  # the value sits in the entry
         (pointer,) = struct.unpack_from(order + "I", exif, entry + 8)

@@ -174,3 +174,12 @@ def test_orientation_reset_only_where_pixels_are_turned(tmp_path, tiny, cli, ext
     kept = read_metadata(tmp_path / "out.png")
     assert read_image(tmp_path / "out.png").shape == ((224, 160, 3) if turned else (160, 224, 3))
     assert _orientation(kept.exif) == (1 if turned else 6)
+
+
+def test_looping_exif_is_dropped_from_tiff_output(tmp_path):
+    # IFD0's EXIF pointer points back at IFD0: relocating it must stop, not recurse forever.
+    loop = b"II*\x00" + struct.pack("<IHHHII", 8, 1, 34665, 4, 1, 8) + struct.pack("<I", 0)
+    image = corpus.photo()
+    out = write_image(tmp_path / "out.tif", image, metadata=Metadata(loop, ICC, (72.0, 72.0)))
+    assert read_metadata(out) == Metadata(None, ICC, (72.0, 72.0))
+    assert np.array_equal(read_image(out), image)
