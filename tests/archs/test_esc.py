@@ -224,13 +224,18 @@ def test_shifted_depthwise_equals_grouped_conv():
 
 @pytest.mark.slow
 def test_exports_with_dynamic_batch_and_size():
-    """Traced graphs take the shift-based dynamic conv and rebuild the attention bias."""
+    """Traced graphs take the shift-based dynamic conv and rebuild the attention bias.
+
+    The example and the new input both hold at least two windows per attention group:
+    torch.export guards on whether a group of the exported attention is empty or holds one
+    window (the ONNX graph has no such guard: tests/test_precisions.py runs it from 1 window).
+    """
     torch.manual_seed(0)
     module = lightsr.build_model("esc", 2, n_blocks=1, conv_blocks=1).eval()
     _randomise_zero_init(module)
     side = torch.export.Dim.DYNAMIC(min=32)
     shapes = {"x": {0: torch.export.Dim.DYNAMIC(min=1), 2: side, 3: side}}
     with torch.no_grad():
-        program = torch.export.export(module, (torch.rand(2, 3, 40, 56),), dynamic_shapes=shapes)
-        x = torch.rand(3, 3, 33, 70)
+        program = torch.export.export(module, (torch.rand(2, 3, 130, 130),), dynamic_shapes=shapes)
+        x = torch.rand(3, 3, 100, 70)
         assert torch.allclose(program.module()(x), module(x), atol=1e-5)
