@@ -213,7 +213,9 @@ def test_truncated_mp4_fails_with_one_line(tmp_path, faststart):
 
 
 def test_interrupt_leaves_no_output(tmp_path):
-    source = make_clip(tmp_path / "in.mp4", Clip(width=96, height=64, frames=48))
+    # Long enough that the signal, sent a second after the output's temporary file appears,
+    # lands mid-run on an idle machine too (48 frames could finish in that second).
+    source = make_clip(tmp_path / "in.mp4", Clip(width=96, height=64, frames=480))
     target = tmp_path / "out.mp4"
     command = [sys.executable, "-m", "lightsr", "upscale", str(source), "-o", str(target)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
