@@ -1,8 +1,6 @@
 """``python -m lightsr`` runs the CLI (also under ``torchrun -m lightsr train ...``)."""
 
-import sys
-
-from lightsr.cli import main
+from lightsr.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lightsr import __version__
 from lightsr.errors import (
@@ -80,6 +82,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         message = f"internal error: {type(exc).__name__}: {first} (--verbose shows where)"
         return _fail(args.command, message, EXIT_INTERNAL)
+
+
+def run() -> NoReturn:
+    """The ``lightsr`` script and ``python -m lightsr``: :func:`main`, then exit with its code.
+
+    After Ctrl-C the process leaves at once, skipping interpreter shutdown: everything lightsr
+    writes has been removed or renamed into place by then, while third-party threads the
+    interrupt cut short (FFmpeg's, oneDNN's) can make that shutdown end the process by a
+    signal (exit status -2 or -11 instead of 130) on a loaded machine.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _fail(command: str, message: str, code: int) -> int:
