@@ -129,17 +129,26 @@ def _upsample(chroma: np.ndarray, axis: int, size: int, cosited: bool) -> np.nda
     return _take(out, axis, slice(0, size))
 
 
-def _downsample(values: np.ndarray, axis: int, cosited: bool) -> np.ndarray:
-    """Halve ``values`` along ``axis`` (rounding the length up) with the matching filter."""
-    if values.shape[axis] % 2:
-        values = np.concatenate([values, _take(values, axis, slice(-1, None))], axis=axis)
-    even = _take(values, axis, slice(0, None, 2))
-    odd = _take(values, axis, slice(1, None, 2))
-    if not cosited:
-        return 0.5 * (even + odd)
-    # [1, 2, 1] / 4 centred on the even samples, mirrored at the start.
-    before, _ = _neighbours(odd, axis)
-    return 0.5 * even + 0.25 * (before + odd)
+def _subsample(pixels: np.ndarray, layout: YuvLayout) -> np.ndarray:
+    """Chroma-resolution float32 (h, w, 3) of full-resolution ``pixels`` for ``layout``.
+
+    Vertically, chroma sits between two rows (the pair's mean); horizontally, on the even
+    columns (a [1, 2, 1] / 4 filter centred on each, mirrored at the start). A length that
+    does not halve is padded by repeating its last row or column.
+    """
+    if layout.shift_y:
+        if pixels.shape[0] % 2:
+            pixels = np.concatenate([pixels, pixels[-1:]])
+        pixels = np.add(pixels[0::2], pixels[1::2], dtype=np.float32) * np.float32(0.5)
+    else:
+        pixels = pixels.astype(np.float32)
+    if layout.shift_x:
+        if pixels.shape[1] % 2:
+            pixels = np.concatenate([pixels, pixels[:, -1:]], axis=1)
+        even, odd = pixels[:, 0::2], pixels[:, 1::2]
+        before = np.concatenate([odd[:, :1], odd[:, :-1]], axis=1)
+        pixels = (before + odd) * np.float32(0.25) + even * np.float32(0.5)
+    return pixels
 
 
 def _resample(chroma: np.ndarray, layout: YuvLayout, shape: tuple[int, int]) -> np.ndarray:
@@ -168,7 +177,7 @@ def frame_to_rgb(frame: av.VideoFrame, tags: ColorTags, dtype: np.dtype) -> np.n
     for channel in (1, 2):
         chroma = (_plane(frame, channel, layout) - np.float32(c_off)) / np.float32(c_scale)
         ycc[..., channel] = _resample(chroma, layout, shape)
-    rgb = ycc @ _ycc_to_rgb_matrix(tags.matrix).T.astype(np.float32)
+    rgb = np.stack(_affine(ycc, _ycc_to_rgb_matrix(tags.matrix), 0.0), axis=-1)
     peak = 255.0 if eight_bit else 65535.0
     return np.rint(np.clip(rgb, 0.0, 1.0) * np.float32(peak)).astype(dtype)
 
@@ -180,26 +189,38 @@ def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, tags: ColorTags) -> av.VideoFram
     if layout is None:
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24" if eight_bit else "rgb48le")
         return frame.reformat(format=pix_fmt)
-    scale = np.float32(1.0 / (255.0 if eight_bit else 65535.0))
-    to_ycc = np.linalg.inv(_ycc_to_rgb_matrix(tags.matrix)) * scale
-    ycc = rgb @ to_ycc.T.astype(np.float32)
+    to_ycc = np.linalg.inv(_ycc_to_rgb_matrix(tags.matrix)) / (255.0 if eight_bit else 65535.0)
+    y_off, y_scale, c_off, c_scale = _code_range(layout.bits, tags.full_range)
     height, width = rgb.shape[:2]
     frame = av.VideoFrame(width, height, layout.name)
-    y_off, y_scale, c_off, c_scale = _code_range(layout.bits, tags.full_range)
     peak = np.float32((1 << layout.bits) - 1)
-    _store(_plane(frame, 0, layout), ycc[..., 0] * np.float32(y_scale) + np.float32(y_off), peak)
-    for channel in (1, 2):
-        chroma = ycc[..., channel]
-        if layout.shift_y:
-            chroma = _downsample(chroma, 0, cosited=False)
-        if layout.shift_x:
-            chroma = _downsample(chroma, 1, cosited=True)
-        _store(_plane(frame, channel, layout), chroma * np.float32(c_scale) + c_off, peak)
+    (luma,) = _affine(rgb, to_ycc[:1] * y_scale, y_off)
+    _store(_plane(frame, 0, layout), luma, peak)
+    # Codes are affine in R'G'B', so chroma is sub-sampled in R'G'B' before it is
+    # converted: the same codes for a quarter of the arithmetic at 4:2:0.
+    for channel, codes in enumerate(_affine(_subsample(rgb, layout), to_ycc[1:] * c_scale, c_off)):
+        _store(_plane(frame, channel + 1, layout), codes, peak)
     frame.colorspace = tags.matrix
     frame.color_range = tags.range
     if layout.name != pix_fmt:
         frame = frame.reformat(format=pix_fmt)
     return frame
+
+
+def _affine(pixels: np.ndarray, matrix: np.ndarray, offset: float) -> list[np.ndarray]:
+    """float32 planes ``matrix @ pixel + offset`` of (h, w, 3) ``pixels``, one per row.
+
+    Element-wise NumPy on one thread: BLAS's or OpenCV's thread pools would compete with
+    the network's threads for the same cores.
+    """
+    planes = []
+    for row in matrix.astype(np.float32):
+        plane = np.multiply(pixels[..., 0], row[0], dtype=np.float32)
+        plane += pixels[..., 1] * row[1]
+        plane += pixels[..., 2] * row[2]
+        plane += np.float32(offset)
+        planes.append(plane)
+    return planes
 
 
 def _store(target: np.ndarray, codes: np.ndarray, peak: np.float32) -> None:
