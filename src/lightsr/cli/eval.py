@@ -11,7 +11,6 @@ from lightsr.cli.runtime_options import (
     print_precision_note,
     resolve_threads,
 )
-from lightsr.errors import UsageError
 from lightsr.options import BACKENDS, DEVICE_HELP
 
 if TYPE_CHECKING:
@@ -60,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_hr_images(args.data, args.scale)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be positive, got {args.threads}")
+    threads = resolve_threads(args.threads)
     # The deploy form in its inference layout (torch), or the (quantised) export.
     upscaler = Upscaler(
         model=args.model,
@@ -70,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
         backend=args.backend,
-        threads=resolve_threads(args.threads),
+        threads=threads,
     )
     print_precision_note("eval", args.precision, upscaler.device.type)
     result = evaluate(args.data, args.scale, upscaler.network, progress=True)

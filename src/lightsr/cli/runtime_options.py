@@ -24,6 +24,8 @@ def resolve_threads(threads: int | None) -> int:
     from lightsr.runtime import default_threads
 
     if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be positive, got {threads}")
         return threads
     try:
         return default_threads()
