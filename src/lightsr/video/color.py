@@ -146,7 +146,7 @@ def _subsample(pixels: np.ndarray, layout: YuvLayout) -> np.ndarray:
         if pixels.shape[1] % 2:
             pixels = np.concatenate([pixels, pixels[:, -1:]], axis=1)
         even, odd = pixels[:, 0::2], pixels[:, 1::2]
-        before = np.concatenate([odd[:, :1], odd[:, :-1]], axis=1)
+        before, _ = _neighbours(odd, axis=1)
         pixels = (before + odd) * np.float32(0.25) + even * np.float32(0.5)
     return pixels
 
