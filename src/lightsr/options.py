@@ -27,6 +27,8 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:1, ... (default: auto)"
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Precisions only the onnxruntime backend runs: its statically quantised export.
 ORT_ONLY_PRECISIONS = ("int8",)
+# Precisions the onnxruntime backend runs: fp32 and fp16 exports, and the quantised one.
+ORT_PRECISIONS = ("fp32", "fp16", *ORT_ONLY_PRECISIONS)
 # Every precision `lightsr upscale`, `eval` and `bench` accept.
 INFERENCE_PRECISIONS = (*PRECISIONS, *ORT_ONLY_PRECISIONS)
 # Mixed-precision training: the autocast dtype, or "none" (fp32).

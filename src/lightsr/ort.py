@@ -19,13 +19,12 @@ from torch import nn
 from lightsr.archs.registry import ArchSpec, build_on_meta, get_arch
 from lightsr.errors import CheckpointError, LightSRError, UsageError
 from lightsr.models import NamedBySpec
+from lightsr.options import ORT_PRECISIONS
 from lightsr.provenance import read_provenance
 
 # Names of the graph input and output in every lightsr ONNX export.
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-# Precisions of the exports this backend runs (int8: lightsr.quantize).
-ORT_PRECISIONS = ("fp32", "fp16", "int8")
 
 __all__ = [
     "INPUT_NAME",
