@@ -177,9 +177,10 @@ def test_grouped_attention_is_exact_for_any_window_count(shape, windows_onnx):
 def test_threads_follow_the_environment_and_free_cores(monkeypatch):
     monkeypatch.setenv(runtime.THREADS_VARIABLE, "3")
     assert runtime.default_threads() == 3
-    monkeypatch.setenv(runtime.THREADS_VARIABLE, "0")
-    with pytest.raises(ValueError, match=runtime.THREADS_VARIABLE):
-        runtime.default_threads()
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(runtime.THREADS_VARIABLE, bad)
+        with pytest.raises(ValueError, match=runtime.THREADS_VARIABLE):
+            runtime.default_threads()
     monkeypatch.delenv(runtime.THREADS_VARIABLE)
     assert 1 <= runtime.default_threads() <= len(runtime.os.sched_getaffinity(0))
 

@@ -89,7 +89,10 @@ def default_threads() -> int:
     """
     env = os.environ.get(THREADS_VARIABLE, "").strip()
     if env:
-        threads = int(env)
+        try:
+            threads = int(env)
+        except ValueError:  # not a number: the same one-line error as a bad one
+            threads = 0
         if threads < 1:
             raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {env!r}")
         return threads
