@@ -97,6 +97,104 @@ def test_int8_export_is_cached_with_float_edges(cache, set5_crop):
     assert produced_by.get(convs[-1].input[0]) != "DequantizeLinear"
     quantized = sum(produced_by.get(c.input[1]) == "DequantizeLinear" for c in convs)
     assert quantized == len(convs) - 2 * quantize.FLOAT_EDGE_CONVS
+    # The HFAB gates between quantised convolutions are quantised too (3 of FMEN-S's 5):
+    # both their operands are dequantised.
+    gates = [
+        n
+        for n in graph.node
+        if n.op_type == "Mul"
+        and {produced_by.get(name) for name in n.input} == {"DequantizeLinear"}
+    ]
+    assert len(gates) == 3
+    # Every quantised convolution has channel counts ONNX Runtime's fast int8 kernel takes.
+    weights = {tensor.name: tensor.dims for tensor in graph.initializer}
+    for conv in convs:
+        if produced_by.get(conv.input[1]) == "DequantizeLinear":
+            dequantize = next(n for n in graph.node if conv.input[1] in n.output)
+            outputs, inputs = weights[dequantize.input[0]][:2]
+            assert outputs % 4 == 0 and outputs >= 16 and inputs % 4 == 0
+
+
+def test_channel_padding_keeps_the_function(cache):
+    """FMEN-S (official weights): the padded fp32 graph computes what the export does."""
+    from lightsr.export import cached_export
+    from lightsr.models import load_model
+
+    path = cached_export(load_model(shared_file(WEIGHTS)))
+    proto = onnx.load(str(path))
+    # 50-channel trunk → 52, the warm-up HFAB's 12-channel branch → 16, the rest as is.
+    assert quantize.pad_conv_channels(proto) == 15
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    weights = {tensor.name: tuple(tensor.dims[:2]) for tensor in proto.graph.initializer}
+    assert weights[convs[0].input[1]] == (52, 3) and weights[convs[-1].input[1]] == (48, 52)
+    x = np.random.default_rng(0).random((1, 3, 23, 31), dtype=np.float32)
+    expected = _run(onnx.load(str(path)), x, "input")
+    np.testing.assert_allclose(
+        _run(proto, x, "input"), expected, atol=1e-3
+    )  # `lightsr export --verify`'s bound
+
+
+def _run(model, x, name="x"):
+    """``model`` (an ONNX proto) on ONNX Runtime, one thread."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options)
+    return session.run(None, {name: x})[0]
+
+
+def _graph(*nodes, channels=6):
+    """A float model: input x (1, 3, 8, 8) → ``nodes`` → output y, weights for each conv."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.random((channels, 3, 3, 3), np.float32), "w1"),
+        numpy_helper.from_array(rng.random((3, channels, 3, 3), np.float32), "w2"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _conv(source, weight, target):
+    from onnx import helper
+
+    return helper.make_node("Conv", [source, weight], [target], pads=[1, 1, 1, 1], name=target)
+
+
+def test_channel_padding_only_where_it_is_exact():
+    from onnx import helper
+
+    x = np.random.default_rng(1).random((1, 3, 8, 8), dtype=np.float32)
+    # conv → (x · 0.5, sigmoid) gate → conv: channel-wise in between, so padded to 16.
+    gated = _graph(
+        _conv("x", "w1", "a"),
+        helper.make_node("Mul", ["a", "half"], ["b"]),
+        helper.make_node("Sigmoid", ["a"], ["s"]),
+        helper.make_node("Mul", ["b", "s"], ["c"]),
+        _conv("c", "w2", "y"),
+    )
+    expected = _run(gated, x)
+    assert quantize.pad_conv_channels(gated) == 1
+    dims = {tensor.name: tuple(tensor.dims) for tensor in gated.graph.initializer}
+    assert dims["w1"] == (16, 3, 3, 3) and dims["w2"] == (3, 16, 3, 3)
+    np.testing.assert_allclose(_run(gated, x), expected, rtol=1e-6)
+    # A map read by anything that is not channel-wise (here a transpose) keeps its channels,
+    # as does a map that is the graph's output, or made by a conv left out by name.
+    for model, convs in [
+        (_graph(_conv("x", "w1", "a"), helper.make_node("Transpose", ["a"], ["y"])), None),
+        (_graph(_conv("x", "w1", "y")), None),
+        (_graph(_conv("x", "w1", "a"), _conv("a", "w2", "y")), ["z"]),
+    ]:
+        assert quantize.pad_conv_channels(model, convs) == 0
 
 
 def test_eval_and_bench_accept_int8(cache, capsys):

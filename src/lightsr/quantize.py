@@ -6,18 +6,22 @@ weights and uint8 activations whose ranges come from calibration forwards on a f
 low-resolution crops of training images (the HR images are MATLAB-bicubic downscaled by the
 model's scale, as the networks were trained). The first two and the last two convolutions
 stay in float: they are nearest the pixels, and an 8-bit grid there costs more PSNR than
-everything else together (see :data:`FLOAT_EDGE_CONVS`). Everything that is not a
-convolution (attention MatMuls, LayerNorm, activations) stays in float.
+everything else together (see :data:`FLOAT_EDGE_CONVS`). Besides the convolutions only the
+attention gates ``x * sigmoid(y)`` are quantised (FMEN's HFABs), so that the int8 trunk is
+not dequantised and quantised again around each gate; everything else (attention MatMuls,
+LayerNorm, the sigmoids, pixel shuffle) stays in float.
 
-On x86 CPUs with AVX-512 VNNI (or AVX-VNNI) ONNX Runtime runs the quantised convolutions
-with 8-bit dot-product instructions; without them int8 can be slower than fp32.
+Before quantising, convolution channels are zero-padded where that is exact (see
+:func:`pad_conv_channels`) so that ONNX Runtime can use its fast int8 convolution kernels.
+On x86 CPUs with AVX-512 VNNI (or AVX-VNNI) those run with 8-bit dot-product instructions;
+without them int8 can be slower than fp32.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,17 @@ CALIBRATION_IMAGES = 8
 CALIBRATION_CROP = 64
 CALIBRATION_VARIABLE = "LIGHTSR_CALIBRATION"
 # Part of the cache file name: bump when the quantisation recipe changes.
-RECIPE = "qdq2"
+RECIPE = "qdq3"
 # Convolutions kept in float at each end of the graph. FMEN-S ×4, Set5 PSNR-Y change
 # against fp32 (MinMax calibration on 8 crops): 1 → -0.68 dB, 2 → -0.14 dB, 4 → -0.07 dB.
 FLOAT_EDGE_CONVS = 2
+# ONNX Runtime's fast int8 convolution (MLAS's symmetric-weight "ConvSym" kernels) takes only
+# convolutions with a multiple of 4 input and output channels and at least 16 outputs; any
+# other runs as im2col + int8 GEMM, 2.6× slower for FMEN-S's 50-channel 3×3 convolutions.
+CHANNEL_MULTIPLE = 4
+MIN_CONV_OUTPUTS = 16
+# Ops that act on each channel on its own, so zero-padded channels never reach real ones.
+_CHANNELWISE_OPS = frozenset({"Add", "Sub", "Mul", "Relu", "LeakyRelu", "PRelu", "Sigmoid"})
 
 
 def default_calibration_dir() -> Path:
@@ -109,6 +120,181 @@ def float_convs(proto: Any, edge: int = FLOAT_EDGE_CONVS) -> list[str]:
     return sorted(set(convs[:edge] + convs[-edge:]))
 
 
+def quantized_nodes(proto: Any, edge: int = FLOAT_EDGE_CONVS) -> list[str]:
+    """Names of the nodes to quantise: the convolutions but the first and last ``edge``,
+    and the gates ``x * sigmoid(y)`` that neither read from nor feed a float convolution
+    (quantising those costs PSNR at the edges, as the float convolutions themselves would).
+    """
+    nodes = proto.graph.node
+    kept_float = set(float_convs(proto, edge))
+    beside_float = {
+        name for node in nodes if node.name in kept_float for name in (*node.input, *node.output)
+    }
+    sigmoids = {name for node in nodes if node.op_type == "Sigmoid" for name in node.output}
+
+    def is_gate(node: Any) -> bool:
+        touched = {*node.input, *node.output}
+        return bool(sigmoids & touched) and not beside_float & touched
+
+    return [
+        node.name
+        for node in nodes
+        if (node.op_type == "Conv" and node.name not in kept_float)
+        or (node.op_type == "Mul" and is_gate(node))
+    ]
+
+
+def padded_channels(channels: int) -> int:
+    """The channel count ONNX Runtime's fast int8 convolution takes for ``channels``."""
+    multiple = -(-channels // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
+    return max(multiple, MIN_CONV_OUTPUTS)
+
+
+def pad_conv_channels(proto: Any, convs: Collection[str] | None = None) -> int:
+    """Zero-pad, in place, the channels between convolutions to :func:`padded_channels`.
+
+    A set of feature maps joined by channel-wise ops (activations, residual sums, gates)
+    is padded when every one of them is made by a convolution or such an op and read only
+    by such ops or as a convolution's input, with every other operand a scalar: the
+    producing convolutions get zero output filters and biases, the reading ones zero
+    weights for the new input channels, so whatever the extra channels hold never reaches
+    a real channel and the function is unchanged. Everything else (the image input, pixel
+    shuffle, attention) is left as it is.
+
+    Args:
+        proto: the ONNX model.
+        convs: pad only the sets that one of these convolutions (names) makes or reads, e.g.
+            the ones to be quantised (default: every set).
+
+    Returns:
+        The number of feature-map sets padded.
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    scalars = {
+        node.output[0]
+        for node in graph.node
+        if node.op_type == "Constant" and _constant_size(node) <= 1
+    } | {name for name, tensor in initializers.items() if np.prod(tensor.dims) <= 1}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producers = {name: node for node in graph.node for name in node.output}
+    padded = 0
+    for maps in _channelwise_sets(graph, scalars):
+        plan = _padding_plan(maps, producers, consumers, initializers, scalars)
+        if plan is None:
+            continue
+        producing, reading = plan
+        if convs is not None and not {n.name for n in producing + reading} & set(convs):
+            continue
+        channels = int(initializers[producing[0].input[1]].dims[0])
+        target = padded_channels(channels)
+        if target == channels:
+            continue
+        for node in producing:
+            _pad_initializer(initializers[node.input[1]], 0, target, numpy_helper)
+            if len(node.input) > 2:
+                _pad_initializer(initializers[node.input[2]], 0, target, numpy_helper)
+        for node in reading:
+            _pad_initializer(initializers[node.input[1]], 1, target, numpy_helper)
+        padded += 1
+    del graph.value_info[:]  # optional shape records, some now stale
+    return padded
+
+
+def _constant_size(node: Any) -> int:
+    """Elements of a ``Constant`` node's value (2 for anything but a plain tensor)."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return int(np.prod(attribute.t.dims))
+    return 2
+
+
+def _channelwise_sets(graph: Any, scalars: set[str]) -> list[set[str]]:
+    """Feature maps grouped by the channel-wise ops that join them (union–find)."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for node in graph.node:
+        if node.op_type == "Conv":
+            root(node.output[0])
+        elif node.op_type in _CHANNELWISE_OPS:
+            tensors = [name for name in (*node.input, *node.output) if name not in scalars]
+            for name in tensors[1:]:
+                parent[root(name)] = root(tensors[0])
+    sets: dict[str, set[str]] = {}
+    for name in parent:
+        sets.setdefault(root(name), set()).add(name)
+    return list(sets.values())
+
+
+def _padding_plan(
+    maps: set[str],
+    producers: dict[str, Any],
+    consumers: dict[str, list[Any]],
+    initializers: dict[str, Any],
+    scalars: set[str],
+) -> tuple[list[Any], list[Any]] | None:
+    """(producing convs, reading convs) of ``maps`` if padding them is exact, else None."""
+    producing: list[Any] = []
+    reading: list[Any] = []
+    for name in maps:
+        node = producers.get(name)
+        if node is None:  # a graph input
+            return None
+        if node.op_type == "Conv":
+            if not _plain_conv(node, initializers, consumers):
+                return None
+            producing.append(node)
+        elif node.op_type not in _CHANNELWISE_OPS:
+            return None
+        users = consumers.get(name, [])
+        if not users:  # a graph output
+            return None
+        for user in users:
+            if user.op_type == "Conv" and user.input[0] == name:
+                if not _plain_conv(user, initializers, consumers):
+                    return None
+                reading.append(user)
+            elif user.op_type not in _CHANNELWISE_OPS or any(
+                other not in maps and other not in scalars for other in user.input
+            ):
+                return None
+    if not producing:
+        return None
+    counts = {int(initializers[node.input[1]].dims[0]) for node in producing}
+    return (producing, reading) if len(counts) == 1 else None
+
+
+def _plain_conv(node: Any, initializers: dict[str, Any], consumers: dict[str, list[Any]]) -> bool:
+    """An ungrouped convolution whose weight (and bias) are initializers of its own."""
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    parameters = node.input[1:]
+    return group == 1 and all(
+        name in initializers and len(consumers.get(name, [])) == 1 for name in parameters
+    )
+
+
+def _pad_initializer(tensor: Any, axis: int, size: int, numpy_helper: Any) -> None:
+    """Zero-pad ``tensor`` along ``axis`` to ``size`` (no-op when it is that size)."""
+    array = numpy_helper.to_array(tensor)
+    if array.shape[axis] == size:
+        return
+    widths = [(0, 0)] * array.ndim
+    widths[axis] = (0, size - array.shape[axis])
+    tensor.CopyFrom(numpy_helper.from_array(np.pad(array, widths), tensor.name))
+
+
 def quantize_onnx(
     source: str | os.PathLike,
     destination: str | os.PathLike,
@@ -145,25 +331,26 @@ def _quantize(source: Path, temporary: Path, inputs: Sequence[np.ndarray]) -> No
     from lightsr.ort import INPUT_NAME
 
     proto = onnx.load(str(source))
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    quantized = quantized_nodes(proto)
+    pad_conv_channels(proto, quantized)
     quantize_static(
-        str(source),
+        proto,
         str(temporary),
         _Reader(INPUT_NAME, inputs),
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=float_convs(proto),
+        nodes_to_quantize=quantized,
         calibrate_method=CalibrationMethod.MinMax,
     )
-    quantized = onnx.load(str(temporary))
-    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    result = onnx.load(str(temporary))
     metadata.update(precision="int8", quantization=f"onnxruntime static QDQ ({RECIPE})")
-    del quantized.metadata_props[:]
+    del result.metadata_props[:]
     for key, value in metadata.items():
-        quantized.metadata_props.add(key=key, value=value)
-    onnx.save_model(quantized, str(temporary))
+        result.metadata_props.add(key=key, value=value)
+    onnx.save_model(result, str(temporary))
 
 
 def cached_int8_export(model: SRModel, calibration: str | os.PathLike | None = None) -> Path:
