@@ -139,6 +139,13 @@ def test_export_is_one_dynamic_self_contained_file(exported):
     assert metadata["lightsr_version"] and int(metadata["min_side"]) == result.min_side
     assert result.min_side <= 33
     assert "Conv" in onnx_ops(result.path)
+    # Constants are folded: convolutions have stored weights and biases (not Cast → Expand
+    # chains, which keep ONNX Runtime from its blocked kernels), and the graph stays in the
+    # standard ONNX domain.
+    stored = {tensor.name for tensor in proto.graph.initializer}
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+    assert all(set(node.input[1:]) <= stored for node in convs)
+    assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}
 
 
 def test_fmen_export_is_reparameterised(tmp_path):
