@@ -218,7 +218,14 @@ def test_interrupt_leaves_no_output(tmp_path):
     source = make_clip(tmp_path / "in.mp4", Clip(width=96, height=64, frames=480))
     target = tmp_path / "out.mp4"
     command = [sys.executable, "-m", "lightsr", "upscale", str(source), "-o", str(target)]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A shell starting the tests in the background (`nohup … &`) leaves SIGINT ignored, and
+    # children inherit that; Ctrl-C in a terminal reaches a process with the default action.
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob(".out.mp4.*.tmp")) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read()
