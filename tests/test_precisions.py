@@ -129,9 +129,8 @@ def test_channel_padding_keeps_the_function(cache):
     assert weights[convs[0].input[1]] == (52, 3) and weights[convs[-1].input[1]] == (48, 52)
     x = np.random.default_rng(0).random((1, 3, 23, 31), dtype=np.float32)
     expected = _run(onnx.load(str(path)), x, "input")
-    np.testing.assert_allclose(
-        _run(proto, x, "input"), expected, atol=1e-3
-    )  # `lightsr export --verify`'s bound
+    # The bound of `lightsr export --verify`.
+    np.testing.assert_allclose(_run(proto, x, "input"), expected, atol=1e-3)
 
 
 def _run(model, x, name="x"):
@@ -144,21 +143,22 @@ def _run(model, x, name="x"):
     return session.run(None, {name: x})[0]
 
 
-def _graph(*nodes, channels=6):
-    """A float model: input x (1, 3, 8, 8) → ``nodes`` → output y, weights for each conv."""
+def _graph(*nodes, outputs=("y",)):
+    """A float model: input x (1, 3, 8, 8) → ``nodes`` → ``outputs``; conv weights w1
+    (3 → 6 channels) and w2 (6 → 3), and a scalar ``half``."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     weights = [
-        numpy_helper.from_array(rng.random((channels, 3, 3, 3), np.float32), "w1"),
-        numpy_helper.from_array(rng.random((3, channels, 3, 3), np.float32), "w2"),
+        numpy_helper.from_array(rng.random((6, 3, 3, 3), np.float32), "w1"),
+        numpy_helper.from_array(rng.random((3, 6, 3, 3), np.float32), "w2"),
         numpy_helper.from_array(np.array(0.5, np.float32), "half"),
     ]
     graph = helper.make_graph(
         list(nodes),
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
         weights,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -188,11 +188,14 @@ def test_channel_padding_only_where_it_is_exact():
     assert dims["w1"] == (16, 3, 3, 3) and dims["w2"] == (3, 16, 3, 3)
     np.testing.assert_allclose(_run(gated, x), expected, rtol=1e-6)
     # A map read by anything that is not channel-wise (here a transpose) keeps its channels,
-    # as does a map that is the graph's output, or made by a conv left out by name.
+    # as does a map that is a graph output (read by nothing else, or also by a conv), or
+    # one made by a conv left out by name.
+    between = (_conv("x", "w1", "a"), _conv("a", "w2", "y"))
     for model, convs in [
         (_graph(_conv("x", "w1", "a"), helper.make_node("Transpose", ["a"], ["y"])), None),
         (_graph(_conv("x", "w1", "y")), None),
-        (_graph(_conv("x", "w1", "a"), _conv("a", "w2", "y")), ["z"]),
+        (_graph(*between, outputs=("y", "a")), None),
+        (_graph(*between), ["z"]),
     ]:
         assert quantize.pad_conv_channels(model, convs) == 0
 

@@ -169,10 +169,10 @@ def pad_conv_channels(proto: Any, convs: Collection[str] | None = None) -> int:
     Returns:
         The number of feature-map sets padded.
     """
-    from onnx import numpy_helper
-
     graph = proto.graph
+    wanted = None if convs is None else set(convs)
     initializers = {tensor.name: tensor for tensor in graph.initializer}
+    outputs = {output.name for output in graph.output}
     scalars = {
         node.output[0]
         for node in graph.node
@@ -185,22 +185,22 @@ def pad_conv_channels(proto: Any, convs: Collection[str] | None = None) -> int:
     producers = {name: node for node in graph.node for name in node.output}
     padded = 0
     for maps in _channelwise_sets(graph, scalars):
-        plan = _padding_plan(maps, producers, consumers, initializers, scalars)
+        plan = _padding_plan(maps, producers, consumers, initializers, scalars, outputs)
         if plan is None:
             continue
         producing, reading = plan
-        if convs is not None and not {n.name for n in producing + reading} & set(convs):
+        if wanted is not None and not {n.name for n in producing + reading} & wanted:
             continue
         channels = int(initializers[producing[0].input[1]].dims[0])
         target = padded_channels(channels)
         if target == channels:
             continue
         for node in producing:
-            _pad_initializer(initializers[node.input[1]], 0, target, numpy_helper)
+            _pad_initializer(initializers[node.input[1]], 0, target)
             if len(node.input) > 2:
-                _pad_initializer(initializers[node.input[2]], 0, target, numpy_helper)
+                _pad_initializer(initializers[node.input[2]], 0, target)
         for node in reading:
-            _pad_initializer(initializers[node.input[1]], 1, target, numpy_helper)
+            _pad_initializer(initializers[node.input[1]], 1, target)
         padded += 1
     del graph.value_info[:]  # optional shape records, some now stale
     return padded
@@ -244,6 +244,7 @@ def _padding_plan(
     consumers: dict[str, list[Any]],
     initializers: dict[str, Any],
     scalars: set[str],
+    outputs: set[str],
 ) -> tuple[list[Any], list[Any]] | None:
     """(producing convs, reading convs) of ``maps`` if padding them is exact, else None."""
     producing: list[Any] = []
@@ -259,7 +260,7 @@ def _padding_plan(
         elif node.op_type not in _CHANNELWISE_OPS:
             return None
         users = consumers.get(name, [])
-        if not users:  # a graph output
+        if name in outputs or not users:
             return None
         for user in users:
             if user.op_type == "Conv" and user.input[0] == name:
@@ -285,8 +286,10 @@ def _plain_conv(node: Any, initializers: dict[str, Any], consumers: dict[str, li
     )
 
 
-def _pad_initializer(tensor: Any, axis: int, size: int, numpy_helper: Any) -> None:
+def _pad_initializer(tensor: Any, axis: int, size: int) -> None:
     """Zero-pad ``tensor`` along ``axis`` to ``size`` (no-op when it is that size)."""
+    from onnx import numpy_helper
+
     array = numpy_helper.to_array(tensor)
     if array.shape[axis] == size:
         return

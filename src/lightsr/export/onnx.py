@@ -167,7 +167,8 @@ _MAX_FOLDED_ELEMENTS = 1 << 16
 
 
 def _fold_cast_expand(proto) -> None:
-    """Replace, in place, ``Cast`` and ``Expand`` nodes of constants by their values.
+    """Replace, in place, ``Constant`` nodes, and ``Cast`` and small ``Expand`` nodes of
+    constants, by stored tensors (dropping those no node reads any more).
 
     ONNX Runtime's constant folding leaves ``Expand(Cast(0.0), [C])`` behind, what it makes
     of the exporter's zero bias of a bias-free convolution (EMT's channel shifts, ESC's
