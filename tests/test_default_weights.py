@@ -7,7 +7,13 @@ import torch
 
 from lightsr.checkpoint import read_state_dict
 from lightsr.evaluate import evaluate
-from lightsr.models import default_weights_path, load_default_model
+from lightsr.models import (
+    builtin_scales,
+    builtin_weights_path,
+    default_weights_path,
+    load_builtin_model,
+    load_default_model,
+)
 
 # Set5 PSNR-Y floors (issue 19): the official FMEN-S at x4, fine-tuned from it at x2/x3.
 SET5_FLOOR = {2: 37.70, 3: 33.90, 4: 32.10}
@@ -29,3 +35,18 @@ def test_default_weights_are_small_self_describing_safetensors(scale):
     # Everything starts from the official FMEN-S x4 file (Apache-2.0), named by its hash.
     assert meta["source_name"] == "fmen_s_x4_official" and meta["licence"] == "Apache-2.0"
     assert meta["source_sha256"].startswith("d5534eba1fea")
+
+
+def test_builtin_real_photo_model_is_the_official_ditn_real_gan(shared):
+    # Unchanged in value from the official file (Apache-2.0), with its provenance and hash.
+    path = builtin_weights_path("real", 4)
+    assert path.stat().st_size <= 5 << 20
+    tensors, meta = read_state_dict(path)
+    official, _ = read_state_dict(shared("weights/official/DITN/DITN_Real_GAN_x4.pth"))
+    assert tensors.keys() == official.keys()
+    assert all(torch.equal(tensors[k], official[k]) for k in tensors)
+    assert (meta["variant"], meta["scale"], meta["licence"]) == ("ditn_real", "4", "Apache-2.0")
+    assert meta["source_name"] == "ditn_real_gan_x4_official"
+    assert meta["source_sha256"].startswith("a103f07b5c60")
+    assert builtin_scales("real") == (4,)
+    assert load_builtin_model("real", 4).variant == "ditn_real"

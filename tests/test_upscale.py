@@ -309,3 +309,20 @@ def test_cli_quality_best_picks_emt_and_says_so(tmp_path, photo, monkeypatch, ca
             ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--quality", "hi"]
         )
     assert exc.value.code == 2
+
+
+def test_cli_quality_real_runs_the_builtin_real_photo_model(tmp_path, photo, capsys):
+    write_image(tmp_path / "in" / "a.png", photo[:24, :32])
+    out = tmp_path / "out"
+    args = ["upscale", str(tmp_path / "in"), "-o", str(out), "--quality", "real", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"] == "ditn_real"
+    assert "real-photo model (DITN-Real GAN, x4)" in captured.err
+    assert read_image(out / "a_x4.png").shape == (96, 128, 3)
+    # The real-photo model is x4 only: another --scale is refused with the way to get it.
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "o2"), "--quality", "real"]
+    assert main([*args, "--scale", "2"]) == 2
+    assert "--outscale 2" in capsys.readouterr().err
+    assert main([*args, "--outscale", "2"]) == 0
+    assert read_image(tmp_path / "o2" / "a_x2.png").shape == (48, 64, 3)

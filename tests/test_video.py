@@ -282,3 +282,14 @@ def test_existing_output_is_refused_or_skipped(tmp_path):
     skipped = _cli(source, "-o", target, "--model", "bicubic", "--scale", "2", "--skip-existing")
     assert skipped.returncode == 0 and "1 skipped" in skipped.stdout
     assert target.read_bytes() == b"keep me"
+
+
+def test_quality_real_upscales_video_with_the_real_photo_model(tmp_path):
+    # `--quality real` picks the model, never the encoder's --preset (a separate option).
+    source = make_clip(tmp_path / "in.mkv", Clip(width=32, height=24, frames=3, audio=False))
+    target = tmp_path / "out.mkv"
+    result = _cli(source, "-o", target, "--quality", "real", "--preset", "ultrafast")
+    assert result.returncode == 0, result.stderr
+    assert "real-photo model" in result.stderr
+    frames = decoded_frames(target)
+    assert len(frames) == 3 and (frames[0].width, frames[0].height) == (128, 96)

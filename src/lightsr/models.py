@@ -289,32 +289,65 @@ def _mismatch_message(state_dict: StateDictLike, source: str) -> str:
     )
 
 
-def default_weights_path(scale: int) -> Path:
-    """Path of the built-in default weights for ``scale`` (shipped inside the package)."""
+# Models shipped inside the package, by the name ``--model`` takes: file name pattern and
+# what each is for. ``default`` is bicubic-trained FMEN-S (fast, faithful on clean images);
+# ``real`` is a real-world GAN model for noisy, blurry or JPEG-damaged photos (MODEL_CARD.md).
+BUILTIN_MODELS = {
+    "default": "default_x{scale}.safetensors",
+    "real": "real_x{scale}.safetensors",
+}
+
+
+def builtin_weights_path(name: str, scale: int) -> Path:
+    """Path of built-in model ``name`` (a key of :data:`BUILTIN_MODELS`) at ``scale``."""
     from lightsr.paths import package_weights_dir
 
-    return package_weights_dir() / f"default_x{scale}.safetensors"
+    return package_weights_dir() / BUILTIN_MODELS[name].format(scale=scale)
+
+
+def builtin_scales(name: str) -> tuple[int, ...]:
+    """The scales built-in model ``name`` ships weights for."""
+    return tuple(s for s in range(1, 9) if builtin_weights_path(name, s).is_file())
+
+
+def default_weights_path(scale: int) -> Path:
+    """Path of the built-in default weights for ``scale`` (shipped inside the package)."""
+    return builtin_weights_path("default", scale)
+
+
+def load_builtin_model(name: str, scale: int) -> SRModel:
+    """Built-in model ``name`` for ``scale``; works offline.
+
+    Raises:
+        CheckpointError: no weights of that model at ``scale``.
+    """
+    path = builtin_weights_path(name, scale)
+    if not path.is_file():
+        scales = ", ".join(f"x{s}" for s in builtin_scales(name))
+        hint = " (use --outscale for other sizes)" if name != "default" else ""
+        raise CheckpointError(f"no built-in {name} model for x{scale}; it has {scales}{hint}")
+    return load_model(path)
 
 
 def load_default_model(scale: int) -> SRModel:
     """The built-in default model for ``scale``; works offline."""
-    path = default_weights_path(scale)
-    if not path.is_file():
-        raise CheckpointError(f"no built-in default model for x{scale}")
-    return load_model(path)
+    return load_builtin_model("default", scale)
 
 
 def resolve_model(model: str | None, weights: str | os.PathLike | None, scale: int) -> SRModel:
     """Turn the CLI's ``--model``/``--weights`` pair into a loaded model.
 
     ``weights`` wins when given. Otherwise ``model`` may be ``None``/``"default"`` (the
-    built-in default weights), the name of a published checkpoint (``"emt_x2_official"``) or
-    a variant name (``"emt"``), which resolves to its published weights at ``scale``.
+    built-in default weights), ``"real"`` (the built-in real-photo model), the name of a
+    published checkpoint (``"emt_x2_official"``) or a variant name (``"emt"``), which
+    resolves to its published weights at ``scale``.
     """
     if weights is not None:
         loaded = load_model(weights)
-    elif model is None or model == "default":
+    elif model is None:
         return load_default_model(scale)
+    elif model in BUILTIN_MODELS:
+        return load_builtin_model(model, scale)
     else:
         from lightsr.hub import find_official, official_names
 

@@ -99,9 +99,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The default model and bicubic, with a token, 1 MP and 2 MiB limits."""
+    """The built-in models and bicubic, with a token, 1 MP and 2 MiB limits."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    options = ("--model", "default", "--model", "bicubic")
+    options = ("--model", "default", "--model", "real", "--model", "bicubic")
     limits = ("--max-pixels", "1000000", "--max-upload", "2", "--time-limit", "120")
     running = start_server(log, *options, *limits, token=TOKEN)
     yield running

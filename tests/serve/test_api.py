@@ -93,8 +93,18 @@ def test_models_lists_served_models_and_the_catalog(client: httpx.Client):
         "scales": [2, 3, 4],
         "default_scale": 4,
         "variant": "fmen_s",
+        "label": "Default (fast; clean images)",
+    }
+    # The page's "Real photo" choice: the built-in real-world GAN model, x4 only.
+    assert served["real"] == {
+        "name": "real",
+        "scales": [4],
+        "default_scale": 4,
+        "variant": "ditn_real",
+        "label": "Real photo (noise, blur, JPEG)",
     }
     assert served["bicubic"]["variant"] == "bicubic"
+    assert served["bicubic"]["label"] == "bicubic"
     # The catalog is `lightsr models --json`: every registered variant.
     assert [v["name"] for v in info["catalog"]["variants"]] == [s.name for s in arch_specs()]
     assert info["catalog"]["official_weights"]

@@ -127,15 +127,19 @@ def test_controls_have_labels_and_take_the_keyboard(page, server: Server):
     # Every control is reachable by name, as assistive technology and Tab users reach it.
     for label in ("Model", "Scale", "Format", "Token"):
         assert page.get_by_label(label, exact=True).is_enabled()
-    assert page.get_by_label("Model", exact=True).locator("option").count() == 2
+    options = page.get_by_label("Model", exact=True).locator("option").all_inner_texts()
+    assert options == ["Default (fast; clean images)", "Real photo (noise, blur, JPEG)", "bicubic"]
     # Tab order: the API link, then the file picker, then the settings.
     focused = []
     for _ in range(5):
         page.keyboard.press("Tab")
         focused.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
     assert focused == ["A", "files", "model", "scale", "format"]
-    # Choosing another model from the keyboard refills the scales.
+    # Choosing another model from the keyboard refills the scales: "Real photo" is x4 only.
     page.get_by_label("Model", exact=True).focus()
+    page.keyboard.press("ArrowDown")
+    assert page.get_by_label("Model", exact=True).input_value() == "real"
+    assert page.get_by_label("Scale", exact=True).locator("option").all_inner_texts() == ["×4"]
     page.keyboard.press("ArrowDown")
     assert page.get_by_label("Model", exact=True).input_value() == "bicubic"
 

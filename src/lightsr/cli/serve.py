@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         metavar="NAME",
-        help="model to serve, as upscale --model takes it; repeat for more (default: built-in)",
+        help="model to serve, as upscale --model takes it; repeat for more "
+        "(default: the built-in models, default and real)",
     )
     parser.add_argument(
         "--token", help=f"bearer token for /v1 requests (default: ${TOKEN_VARIABLE})"
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from lightsr.serve.app import Limits, create_app
-        from lightsr.serve.engine import DEFAULT_MODEL, EngineOptions, ModelPool
+        from lightsr.serve.engine import DEFAULT_SERVED, EngineOptions, ModelPool
     except ImportError as exc:
         raise UsageError(
             f"lightsr serve needs the serve extra ({exc.name} is missing): "
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         max_memory=None if args.max_memory is None else args.max_memory << 20,
     )
-    pool = ModelPool(args.model or [DEFAULT_MODEL], options)
+    pool = ModelPool(args.model or DEFAULT_SERVED, options)
     pool.load_all()
     limits = Limits(
         max_upload=args.max_upload << 20,

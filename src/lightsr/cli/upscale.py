@@ -14,7 +14,7 @@ from lightsr.cli.runtime_options import (
     resolve_threads,
 )
 from lightsr.errors import UsageError
-from lightsr.options import BACKENDS, DEVICE_HELP
+from lightsr.options import BACKENDS, DEFAULT_SCALE, DEVICE_HELP
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
@@ -36,6 +36,7 @@ Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usag
 Examples:
   lightsr upscale photo.jpg -o photo_x4.png
   lightsr upscale photo.jpg -o best_x4.png --quality best    # EMT, official weights
+  lightsr upscale old.jpg -o old_x4.png --quality real       # noisy/JPEG photos: GAN model
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
   lightsr upscale clip.mp4 -o clip_x4.mp4 --codec h265 --crf 22
@@ -113,10 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action=_QualityAction,
         metavar="Q",
         help=(
-            "'best': EMT with its official weights (downloaded once; about 20x slower, about "
-            "+0.5 dB Set5 PSNR) instead of the fast built-in model; 'fast': the built-in "
-            "model; or a number: JPEG/WebP quality 1-100 (101: lossless WebP). May be given "
-            "twice"
+            "'real': for real photos and frames (noise, blur, JPEG artefacts): the built-in "
+            "real-world GAN model, x4; 'best': EMT with its official weights (downloaded "
+            "once; about 20x slower, about +0.5 dB Set5 PSNR) for clean images; 'fast': the "
+            "built-in model; or a number: JPEG/WebP quality 1-100 (101: lossless WebP). May "
+            "be given twice (--quality real --quality 90)"
         ),
     )
     parser.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
@@ -129,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
     # Inputs are planned and checked from their headers before torch is imported, so that
     # typos, bombs and unwritable formats fail fast and cheaply.
     from lightsr.batch import BatchReport, check_existing, check_jobs
-    from lightsr.options import DEFAULT_SCALE
 
     _check_numbers(args)
     _apply_preset(args)
@@ -187,35 +188,46 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.failed or failed_videos else 0
 
 
-# What `--quality best` runs: the most accurate network with official weights at x2-x4.
-BEST_MODEL = "emt"
+# The models `--quality` presets choose: a name as --model takes it, and what to tell the user.
+QUALITY_PRESETS = {
+    "best": ("emt", "EMT with its official weights (slower than the default FMEN-S)"),
+    "real": (
+        "real",
+        "the built-in real-photo model (DITN-Real GAN, x4): removes noise, blur and JPEG "
+        "artefacts instead of enlarging them",
+    ),
+}
 
 
 class _QualityAction(argparse.Action):
-    """``--quality best|fast`` sets ``preset``; ``--quality N`` sets the file quality."""
+    """``--quality best|real|fast`` sets ``quality_preset``; ``--quality N`` the file quality."""
 
     def __call__(self, parser, namespace, value, option_string=None) -> None:
-        if value in ("best", "fast"):
-            namespace.preset = value
+        if value in (*QUALITY_PRESETS, "fast"):
+            namespace.quality_preset = value
             return
         try:
             setattr(namespace, self.dest, int(value))
         except ValueError:
-            parser.error(f"--quality: expected best, fast or a number, got {value!r}")
+            choices = ", ".join((*QUALITY_PRESETS, "fast"))
+            parser.error(f"--quality: expected {choices} or a number, got {value!r}")
 
 
 def _apply_preset(args: argparse.Namespace) -> None:
-    """Turn ``--quality best`` into ``--model emt``, saying so on stderr."""
-    if getattr(args, "preset", "fast") != "best":
+    """Turn ``--quality best|real`` into the ``--model`` it stands for, saying so on stderr."""
+    preset = getattr(args, "quality_preset", "fast")
+    if preset not in QUALITY_PRESETS:
         return
+    model, description = QUALITY_PRESETS[preset]
     if args.model is not None or args.weights is not None:
-        raise UsageError("--quality best chooses the model; drop --model/--weights")
-    args.model = BEST_MODEL
-    print(
-        f"--quality best: using {BEST_MODEL.upper()} with its official weights "
-        "(slower than the default FMEN-S)",
-        file=sys.stderr,
-    )
+        raise UsageError(f"--quality {preset} chooses the model; drop --model/--weights")
+    if preset == "real" and args.scale not in (None, DEFAULT_SCALE):
+        raise UsageError(
+            f"--quality real has a x{DEFAULT_SCALE} model only; for another size use "
+            f"--outscale {args.scale} (x{DEFAULT_SCALE}, then bicubic to x{args.scale})"
+        )
+    args.model = model
+    print(f"--quality {preset}: using {description}", file=sys.stderr)
 
 
 def _upscaler(args: argparse.Namespace) -> Upscaler:

@@ -206,6 +206,7 @@ def _api(pool: ModelPool, queue: JobQueue, limits: Limits, token: str | None) ->
                 scales=list(scales),
                 default_scale=pool.default_scale(name),
                 variant=pool.get(name, pool.default_scale(name)).name,
+                label=pool.label(name),
             )
             for name, scales in pool.scales.items()
         ]

@@ -16,6 +16,13 @@ from lightsr.serve.errors import ServeError
 from lightsr.serve.jobs import Job
 
 DEFAULT_MODEL = "default"
+# What `lightsr serve` offers when no --model is given: the page's two choices.
+DEFAULT_SERVED = (DEFAULT_MODEL, "real")
+# How the page names the built-in models; any other model is shown by name and variant.
+MODEL_LABELS = {
+    DEFAULT_MODEL: "Default (fast; clean images)",
+    "real": "Real photo (noise, blur, JPEG)",
+}
 BICUBIC_SCALES = (2, 3, 4)
 # File extension and media type of each output format a request may ask for.
 FORMATS = {
@@ -38,18 +45,19 @@ class EngineOptions:
 def served_scales(name: str) -> tuple[int, ...]:
     """Scales that model ``name`` can be served at, as ``--model`` accepts it.
 
-    ``"default"`` has the built-in weights' scales, ``"bicubic"`` 2-4, a published
-    checkpoint its own, and a network name the scales it has published weights for.
+    A built-in model (``"default"``, ``"real"``) has its weights' scales, ``"bicubic"`` 2-4,
+    a published checkpoint its own, and a network name the scales it has published weights
+    for.
 
     Raises:
         UsageError: unknown name, or a network without published weights.
     """
     from lightsr.archs.registry import get_arch
     from lightsr.hub import find_official, get_official, official_names
-    from lightsr.models import default_weights_path
+    from lightsr.models import BUILTIN_MODELS, builtin_scales
 
-    if name == DEFAULT_MODEL:
-        return tuple(s for s in range(1, 9) if default_weights_path(s).is_file())
+    if name in BUILTIN_MODELS:
+        return builtin_scales(name)
     if name == BICUBIC:
         return BICUBIC_SCALES
     if name in official_names():
@@ -82,6 +90,13 @@ class ModelPool:
     def names(self) -> list[str]:
         """Served model names, the default first."""
         return list(self.scales)
+
+    def label(self, name: str) -> str:
+        """How the page names served model ``name``."""
+        if name in MODEL_LABELS:
+            return MODEL_LABELS[name]
+        variant = self.get(name, self.default_scale(name)).name
+        return name if variant == name else f"{name} ({variant})"
 
     def default_scale(self, name: str) -> int:
         """The scale a request gets when it names none: 4 where served, else the largest."""

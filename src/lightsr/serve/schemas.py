@@ -53,6 +53,7 @@ class ServedModel(BaseModel):
     scales: list[int]
     default_scale: int
     variant: str = Field(description="network variant (`lightsr models`), or `bicubic`")
+    label: str = Field(description="how the page names it (`Real photo (...)` for `real`)")
 
 
 class ModelsInfo(BaseModel):

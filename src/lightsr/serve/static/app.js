@@ -44,7 +44,7 @@ async function loadModels() {
   state.models = info.served;
   const select = $("model");
   select.replaceChildren(
-    ...info.served.map((m) => new Option(m.name === m.variant ? m.name : `${m.name} (${m.variant})`, m.name)),
+    ...info.served.map((m) => new Option(m.label, m.name)),
   );
   select.value = info.default_model;
   fillScales();
