@@ -45,7 +45,9 @@ class EvalResult:
     """Per-image and mean metrics of one model on one test set at one scale.
 
     ``lr_generated`` tells whether the LR inputs were made here by bicubic downscaling
-    (the folder had no ``LR_bicubic/X<s>``); it is not part of :meth:`to_dict`.
+    (the folder had no LR files); ``lr_source`` says where the inputs came from:
+    ``"official"`` (``LR_bicubic``), ``"degraded"`` (``LR_degraded``, written by ``lightsr
+    degrade``) or ``"generated"``. Neither is part of :meth:`to_dict`.
     """
 
     dataset: str
@@ -53,6 +55,7 @@ class EvalResult:
     model: str
     images: list[ImageScore] = field(default_factory=list)
     lr_generated: bool = False
+    lr_source: str = "official"
 
     @property
     def psnr(self) -> float:
@@ -148,6 +151,7 @@ def evaluate(
         scale=scale,
         model=BICUBIC if model is None else model.variant,
         lr_generated=not lr_dir.is_dir(),
+        lr_source=_lr_source(lr_dir),
     )
     bar = progress_bar(
         hr_paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
@@ -182,8 +186,18 @@ def _check_size(hr: np.ndarray, hr_path: Path, scale: int, model: SRModel | None
 
 
 def lr_folder(data_dir: str | os.PathLike, scale: int) -> Path:
-    """Where a test set keeps its official ×``scale`` inputs: ``LR_bicubic/X<scale>``."""
-    return Path(data_dir) / "LR_bicubic" / f"X{scale}"
+    """Where a test set keeps its ×``scale`` inputs: ``LR_bicubic/X<scale>`` (official), else
+    ``LR_degraded/X<scale>`` (``lightsr degrade``) if that exists."""
+    official = Path(data_dir) / "LR_bicubic" / f"X{scale}"
+    degraded = Path(data_dir) / "LR_degraded" / f"X{scale}"
+    return degraded if degraded.is_dir() and not official.is_dir() else official
+
+
+def _lr_source(lr_dir: Path) -> str:
+    """``"official"``, ``"degraded"`` or ``"generated"`` (no LR folder): see EvalResult."""
+    if not lr_dir.is_dir():
+        return "generated"
+    return "degraded" if lr_dir.parent.name == "LR_degraded" else "official"
 
 
 def find_lr_file(lr_dir: Path, hr_path: Path, scale: int) -> Path:
