@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from lightsr.metrics import psnr, rgb_to_y, ssim
+from lightsr.io import read_rgb_uint8
+from lightsr.metrics import niqe, psnr, rgb_to_y, ssim
 
 
 @pytest.fixture
@@ -114,3 +115,52 @@ def test_shape_mismatch_is_an_error(pair):
         psnr(pair[0][:-1], pair[1], 0)
     with pytest.raises(ValueError, match="shapes differ"):
         ssim(pair[0], pair[1][:, :-1], 0)
+
+
+@pytest.fixture
+def baboon(shared) -> np.ndarray:
+    return read_rgb_uint8(shared("data/Set14/HR/baboon.png"))
+
+
+def test_niqe_matches_the_matlab_release(baboon):
+    # MATLAB R2021a, niqe_release on the Y channel (value published with BasicSR).
+    assert niqe(baboon) == pytest.approx(5.72957338, abs=5e-4)
+
+
+def test_niqe_rises_with_noise(shared):
+    clean = read_rgb_uint8(shared("data/Set5/HR/baby.png"))
+    noise = np.random.default_rng(0).normal(0, 15, clean.shape)
+    noisy = np.clip(clean + noise, 0, 255).round().astype(np.uint8)
+    assert niqe(noisy) > niqe(clean) + 1
+
+
+def test_niqe_input_forms_agree(baboon):
+    expected = niqe(baboon)
+    assert niqe(baboon.astype(np.float32)) == expected
+    # A gray image is scored as is: the rounded Y channel gives the RGB score.
+    assert niqe(np.floor(rgb_to_y(baboon) + 0.5)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_niqe_crop_and_partial_blocks(baboon):
+    # 480x500: only the top-left 480x480 (5x5 blocks of 96) is scored.
+    assert niqe(baboon[:, :480]) == pytest.approx(niqe(baboon), abs=1e-12)
+    assert niqe(baboon, crop_border=4) == pytest.approx(niqe(baboon[4:-4, 4:-4]), abs=1e-12)
+
+
+def test_niqe_of_a_flat_image_is_nan():
+    # No block has both signs of MSCN coefficients, so no block has finite features.
+    assert math.isnan(niqe(np.full((192, 192), 128, dtype=np.uint8)))
+
+
+@pytest.mark.parametrize(
+    ("image", "crop_border", "message"),
+    [
+        (np.zeros((96, 191), dtype=np.uint8), 0, "two 96x96 blocks"),
+        (np.zeros((200, 200), dtype=np.uint8), 5, "two 96x96 blocks"),
+        (np.zeros((192, 192, 4), dtype=np.uint8), 0, "RGB"),
+        (np.zeros((192, 192), dtype=np.uint8), -1, "crop_border"),
+    ],
+)
+def test_niqe_rejects_bad_input(image, crop_border, message):
+    with pytest.raises(ValueError, match=message):
+        niqe(image, crop_border)
