@@ -1,10 +1,11 @@
 """Resumable checkpoints in the run folder, written atomically.
 
 A checkpoint is a folder ``checkpoints/iter_<NNNNNNNN>/`` holding ``model.safetensors``,
-``ema.safetensors`` (when EMA is on) and ``state.pt`` (optimizer, gradient scaler, data
-generator, iteration, elapsed time). It is written under a temporary name, flushed to disk
-and renamed into place, so a process killed at any moment leaves either a complete
-checkpoint or none; leftovers of an interrupted write are removed on the next save.
+``ema.safetensors`` (when EMA is on), ``discriminator.safetensors`` (GAN training) and
+``state.pt`` (optimizers, gradient scaler, data generator, iteration, elapsed time). It is
+written under a temporary name, flushed to disk and renamed into place, so a process killed
+at any moment leaves either a complete checkpoint or none; leftovers of an interrupted write
+are removed on the next save.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class TrainingState:
         model: weights of the trained network.
         ema: EMA weights, or ``None``.
         extra: optimizer, gradient-scaler and generator states (see ``engine``).
+        discriminator: weights of the GAN discriminator, or ``None``.
     """
 
     iteration: int
@@ -43,6 +45,7 @@ class TrainingState:
     model: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
     extra: dict[str, Any]
+    discriminator: dict[str, torch.Tensor] | None = None
 
 
 def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
@@ -68,8 +71,9 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     meta = {**metadata, "iteration": str(state.iteration)}
     save_safetensors(state.model, tmp / "model.safetensors", meta)
-    if state.ema is not None:
-        save_safetensors(state.ema, tmp / "ema.safetensors", meta)
+    for name, tensors in (("ema", state.ema), ("discriminator", state.discriminator)):
+        if tensors is not None:
+            save_safetensors(tensors, tmp / f"{name}.safetensors", meta)
     extra = {"iteration": state.iteration, "elapsed": state.elapsed, **state.extra}
     with open(tmp / "state.pt", "wb") as f:
         torch.save(extra, f)
@@ -94,9 +98,13 @@ def load_checkpoint(path: Path) -> TrainingState:
     except Exception as exc:  # torch raises many types for corrupt pickles
         raise CheckpointError(f"{path / 'state.pt'}: {load_failure(exc)}") from None
     model, _ = read_state_dict(path / "model.safetensors")
-    ema_path = path / "ema.safetensors"
-    ema = read_state_dict(ema_path)[0] if ema_path.is_file() else None
-    return TrainingState(iteration, elapsed, model, ema, extra)
+    ema = _read_optional(path / "ema.safetensors")
+    discriminator = _read_optional(path / "discriminator.safetensors")
+    return TrainingState(iteration, elapsed, model, ema, extra, discriminator)
+
+
+def _read_optional(path: Path) -> dict[str, torch.Tensor] | None:
+    return read_state_dict(path)[0] if path.is_file() else None
 
 
 def newest_valid_checkpoint(

@@ -1,10 +1,10 @@
 """Training configuration: TOML file → validated dataclasses.
 
 A config file has the sections ``[model]``, ``[data]``, ``[val]``, ``[optim]``,
-``[schedule]`` and ``[train]`` plus the top-level keys ``name`` and ``output_dir``. Every key
-has a default except ``model.network``. Unknown keys and wrongly typed values raise
-:class:`~lightsr.errors.ConfigError` naming the key, so a typo never silently trains with a
-default.
+``[schedule]``, ``[train]`` and ``[gan]`` plus the top-level keys ``name`` and
+``output_dir``. Every key has a default except ``model.network``. Unknown keys and wrongly
+typed values raise :class:`~lightsr.errors.ConfigError` naming the key, so a typo never
+silently trains with a default.
 
 Paths and the run name may contain ``${VAR}`` references to environment variables.
 ``${LIGHTSR_SHARED}`` defaults to :func:`lightsr.paths.shared_dir` and ``${scale}`` is the
@@ -22,16 +22,20 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightsr.errors import ConfigError
 from lightsr.options import TRAIN_PRECISIONS
 from lightsr.paths import shared_dir
 
+if TYPE_CHECKING:
+    from lightsr.degrade import DegradationConfig
+
 LOSSES = ("l1", "charbonnier", "mse")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "multistep")
 SAMPLINGS = ("area", "uniform")
+DISCRIMINATORS = ("unet_sn",)
 
 
 @dataclass
@@ -80,6 +84,14 @@ class DataConfig:
         lr_cache: folder for the precomputed LR images (empty: the user cache).
         workers: processes used to precompute LR images (0: one per CPU core).
         on_device: keep the training images on the training device (GPU).
+        degradation: empty for bicubic LR (above); ``"realesrgan"`` or ``"mild"`` to make
+            the LR on the fly from HR crops with that random degradation preset
+            (:func:`lightsr.degrade.degradation_preset`; real-world training). Then
+            ``lr_dirs``, ``sampling``, ``lr_cache`` and ``on_device`` do not apply.
+        degradation_options: fields of the preset to override, e.g. ``{jpeg_range = [50,
+            95]}`` (see :class:`lightsr.degrade.DegradationConfig`).
+        degradation_crop: side of the HR crop that is degraded, before the training patch
+            is cut from it (as Real-ESRGAN, whose crop is 400).
     """
 
     hr_dirs: list[str] = field(default_factory=list)
@@ -92,6 +104,9 @@ class DataConfig:
     lr_cache: str = ""
     workers: int = 0
     on_device: bool = True
+    degradation: str = ""
+    degradation_options: dict[str, Any] = field(default_factory=dict)
+    degradation_crop: int = 400
 
 
 @dataclass
@@ -161,7 +176,9 @@ class TrainConfig:
         max_minutes: wall-clock budget of the training loop (0: none). With both budgets the
             first one reached stops training, and the schedule follows whichever is further
             along, so the learning rate always reaches its end value when training stops.
-        loss: ``"l1"``, ``"charbonnier"`` or ``"mse"``.
+        loss: ``"l1"``, ``"charbonnier"`` or ``"mse"`` (the pixel loss).
+        gt_usm: the pixel and perceptual losses compare with the unsharp-masked HR instead
+            of the HR (Real-ESRGAN's sharper targets); needs ``data.degradation``.
         charbonnier_eps: epsilon of the Charbonnier loss (in [0, 1] pixel units).
         teacher: checkpoint (file or published name such as ``"emt_x2_official"``) of a
             network of the same scale whose outputs the student also learns (distillation);
@@ -182,6 +199,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     loss: str = "l1"
     charbonnier_eps: float = 1e-3
+    gt_usm: bool = False
     teacher: str = ""
     teacher_weight: float = 0.5
     ema_decay: float = 0.999
@@ -193,6 +211,45 @@ class TrainConfig:
     log_interval: int = 100
     checkpoint_interval: int = 1000
     keep_checkpoints: int = 2
+
+
+def _default_perceptual_layers() -> dict[str, Any]:
+    return {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+
+
+@dataclass
+class GanConfig:
+    """Adversarial training (the second, ESRGAN-like stage of Real-ESRGAN).
+
+    The generator loss is ``pixel_weight * pixel + perceptual_weight * perceptual +
+    gan_weight * gan``; the discriminator learns HR (without USM) as real and the output as
+    fake, with its own Adam optimiser, whose learning rate follows the schedule of
+    ``[optim]`` scaled to ``d_lr``.
+
+    Attributes:
+        enabled: train against a discriminator.
+        discriminator: ``"unet_sn"`` (U-Net with spectral normalisation).
+        num_feat: channels of the discriminator's first level.
+        gan_weight: weight of the vanilla (binary cross-entropy) GAN loss of the generator.
+        pixel_weight: weight of the pixel loss (``train.loss``).
+        perceptual_weight: weight of the VGG19 perceptual loss (0: none).
+        perceptual_layers: compared VGG19 layers (features before the ReLU) and weights.
+        vgg_weights: torchvision-format VGG19 weights file (``.pth`` or ``.safetensors``);
+            needed when ``perceptual_weight`` is not 0.
+        d_lr: peak learning rate of the discriminator.
+        d_betas: Adam betas of the discriminator.
+    """
+
+    enabled: bool = False
+    discriminator: str = "unet_sn"
+    num_feat: int = 64
+    gan_weight: float = 0.1
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    perceptual_layers: dict[str, Any] = field(default_factory=_default_perceptual_layers)
+    vgg_weights: str = ""
+    d_lr: float = 1e-4
+    d_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
 
 
 @dataclass
@@ -207,6 +264,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -344,6 +402,7 @@ def _expand_paths(config: Config) -> None:
     config.model.init_from = expand_path(config.model.init_from, scale)
     config.val.dir = expand_path(config.val.dir, scale)
     config.train.teacher = expand_path(config.train.teacher, scale)
+    config.gan.vgg_weights = expand_path(config.gan.vgg_weights, scale)
     config.name = expand_path(config.name, scale)
 
 
@@ -403,6 +462,72 @@ def validate(config: Config) -> None:
     _require(train.log_interval >= 1, "train.log_interval", "must be positive")
     _require(train.checkpoint_interval >= 1, "train.checkpoint_interval", "must be positive")
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be at least 1")
+    _require(not train.gt_usm or bool(data.degradation), "train.gt_usm", "needs data.degradation")
+    _validate_degradation(data, model.scale)
+    _validate_gan(config.gan)
+
+
+def _validate_degradation(data: DataConfig, scale: int) -> None:
+    if not data.degradation:
+        _require(not data.degradation_options, "data.degradation_options", "needs degradation")
+        return
+    _require(not data.lr_dirs, "data.lr_dirs", "must be empty with data.degradation")
+    _require(
+        data.flip == data.rot90,
+        "data.rot90",
+        "must equal data.flip with data.degradation (flips and rotations go together)",
+    )
+    _require(
+        data.degradation_crop >= data.lr_patch * scale,
+        "data.degradation_crop",
+        "must be at least the HR patch (data.lr_patch * model.scale)",
+    )
+    degradation_config(data)
+
+
+def degradation_config(data: DataConfig) -> DegradationConfig:
+    """The degradation preset of ``data`` with its ``degradation_options`` applied.
+
+    Raises:
+        ConfigError: unknown preset, unknown option or invalid value, naming the key.
+    """
+    from lightsr.degrade import PRESETS, degradation_preset  # OpenCV: only when needed
+
+    _choice(data.degradation, tuple(PRESETS), "data.degradation")
+    # TOML has no tuples; the degradation ranges are tuples.
+    options = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in data.degradation_options.items()
+    }
+    try:
+        return degradation_preset(data.degradation, **options)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"config key 'data.degradation_options': {exc}") from None
+
+
+def _validate_gan(gan: GanConfig) -> None:
+    if not gan.enabled:
+        return
+    _choice(gan.discriminator, DISCRIMINATORS, "gan.discriminator")
+    _require(gan.num_feat >= 1, "gan.num_feat", "must be positive")
+    for key in ("gan_weight", "pixel_weight", "perceptual_weight"):
+        _require(getattr(gan, key) >= 0, f"gan.{key}", "must be 0 or more")
+    _require(gan.d_lr > 0, "gan.d_lr", "must be positive")
+    _require(len(gan.d_betas) == 2, "gan.d_betas", "must hold two numbers")
+    _require(all(0 <= b < 1 for b in gan.d_betas), "gan.d_betas", "must be in [0, 1)")
+    if not gan.perceptual_weight:
+        return
+    _require(bool(gan.vgg_weights), "gan.vgg_weights", "is needed for the perceptual loss")
+    _require(bool(gan.perceptual_layers), "gan.perceptual_layers", "must name a layer")
+    from lightsr.train.perceptual import VGG19_CONVS
+
+    for name, weight in gan.perceptual_layers.items():
+        _choice(name, tuple(VGG19_CONVS), "gan.perceptual_layers")
+        _require(
+            isinstance(weight, int | float) and not isinstance(weight, bool),
+            f"gan.perceptual_layers.{name}",
+            "must be a number",
+        )
 
 
 def _require(condition: bool, key: str, message: str) -> None:

@@ -6,9 +6,11 @@ Run folder layout (``<output_dir>/<name>/``)::
     metrics.jsonl             loss / learning rate / validation records, one JSON per line
     curves.png                loss and validation PSNR curves
     previews/<image>.png      bicubic | SR | HR crops of the latest validation
-    checkpoints/iter_N/       resumable checkpoints (see lightsr.train.checkpoints)
+    checkpoints/iter_N/       resumable checkpoints (see lightsr.train.checkpoints); with
+                              [gan] enabled they also hold the discriminator
     final.safetensors         trained weights (training form)
-    final_ema.safetensors     EMA weights (training form), when EMA is on
+    final_ema.safetensors     EMA weights (training form), when EMA is on: what the next
+                              stage starts from (model.init_weights)
     deploy_fp16.safetensors   inference form (re-parameterised when the network has a
                               training form), float16, loadable with lightsr.load_model
 """
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from lightsr.hub import origin_metadata
 from lightsr.models import SRModel
 from lightsr.options import check_scale
 from lightsr.provenance import Provenance
+from lightsr.train.batches import Batch, describe_data, load_training_data, make_batches
 from lightsr.train.checkpoints import (
     TrainingState,
     list_checkpoints,
@@ -43,14 +47,7 @@ from lightsr.train.checkpoints import (
     newest_valid_checkpoint,
     save_checkpoint,
 )
-from lightsr.train.config import Config, config_to_toml
-from lightsr.train.data import (
-    ImagePair,
-    PatchSampler,
-    default_lr_cache,
-    describe_pairs,
-    load_training_pairs,
-)
+from lightsr.train.config import Config, GanConfig, config_to_toml
 from lightsr.train.distributed import (
     DistInfo,
     destroy_process_group,
@@ -59,7 +56,9 @@ from lightsr.train.distributed import (
     max_across_ranks,
     resolve_device,
 )
+from lightsr.train.gan import Adversary
 from lightsr.train.optim import Budget, WeightEMA, learning_rate, make_loss, make_optimizer
+from lightsr.train.perceptual import PerceptualLoss, deepest_layer, load_vgg19_features
 from lightsr.train.report import MetricsLog, Progress
 from lightsr.train.transfer import load_matching, load_reference
 from lightsr.train.validation import (
@@ -72,6 +71,16 @@ from lightsr.train.validation import (
 
 # Under DDP the wall-clock budget is agreed on (one all-reduce) every this many iterations.
 DIST_TIME_CHECK_EVERY = 10
+
+
+@contextmanager
+def _checkpoint_mismatch(path: Path) -> Iterator[None]:
+    """Report a checkpoint whose states do not fit this config's as one CheckpointError."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not match this config ({first})") from None
 
 
 @dataclass
@@ -102,22 +111,20 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> T
     """
     info = launched_by_torchrun()
     check_model(config)
+    perceptual = make_perceptual_loss(config.gan)  # a bad VGG file fails before data loading
     start = time.monotonic()
-    pairs = load_training_pairs(
-        config.data.hr_dirs,
-        config.data.lr_dirs,
-        config.model.scale,
-        Path(config.data.lr_cache) if config.data.lr_cache else default_lr_cache(),
-        config.data.workers,
-    )
+    data = load_training_data(config, config.data.workers)
     load_seconds = time.monotonic() - start
     device = resolve_device(config.train.device, info)
     init_process_group(info, device)
     try:
-        trainer = Trainer(config, info, device, resume, progress)
-        trainer.prepare_data(pairs, load_seconds)
-        del pairs  # the sampler holds the packed copy
-        return trainer.run()
+        trainer = Trainer(config, info, device, resume, progress, perceptual)
+        trainer.prepare_data(data, load_seconds)
+        del data  # the batch source holds what it needs
+        try:
+            return trainer.run()
+        finally:
+            trainer.batches.close()
     finally:
         destroy_process_group(info)
 
@@ -126,6 +133,19 @@ def check_model(config: Config) -> None:
     """Fail early when the network or scale of ``config`` does not exist."""
     spec = get_arch(config.model.network)
     check_scale(spec.name, spec.scales, config.model.scale)
+
+
+def make_perceptual_loss(config: GanConfig) -> PerceptualLoss | None:
+    """The VGG19 perceptual loss of ``[gan]``, or ``None`` when it is not used.
+
+    Raises:
+        ConfigError: the VGG19 weights file is missing or does not hold VGG19 weights.
+    """
+    if not config.enabled or not config.perceptual_weight:
+        return None
+    layers = config.perceptual_layers
+    features = load_vgg19_features(config.vgg_weights, deepest_layer(layers))
+    return PerceptualLoss(features, layers)
 
 
 class Trainer:
@@ -138,6 +158,7 @@ class Trainer:
         device: torch.device,
         resume: str | None,
         progress: bool,
+        perceptual: PerceptualLoss | None = None,
     ) -> None:
         self.config, self.info, self.device = config, info, device
         self.spec = get_arch(config.model.network)
@@ -180,9 +201,17 @@ class Trainer:
         self.iteration, self.elapsed = 0, 0.0
         self.checkpoint = checkpoint
         self.net = self._wrap(self.model)
+        self.adversary = self._make_adversary(perceptual) if config.gan.enabled else None
         self.log: MetricsLog | None = None
 
     # ------------------------------------------------------------------ set-up
+
+    def _make_adversary(self, perceptual: PerceptualLoss | None) -> Adversary:
+        adversary = Adversary(self.config.gan, perceptual, self.device)
+        # Under DDP only the discriminator's own step goes through the wrapper: in the
+        # generator step it is frozen and must not wait for gradients of its own.
+        adversary.net = self._wrap(adversary.discriminator)
+        return adversary
 
     def _load_init_weights(self, path: str) -> None:
         state_dict, _ = read_state_dict(path)
@@ -245,26 +274,18 @@ class Trainer:
             raise CheckpointError(f"{path}: no such checkpoint folder")
         return path
 
-    def prepare_data(self, pairs: list[ImagePair], load_seconds: float) -> None:
-        """Move the training pairs to the data device, then restore any checkpoint."""
-        data = self.config.data
-        self.sampler = PatchSampler(
-            pairs,
-            self.scale,
-            data.lr_patch,
-            data.flip,
-            data.rot90,
-            data.sampling,
-            self.device if data.on_device else torch.device("cpu"),
-            self.config.train.seed,
-        )
-        skipped = self.sampler.skipped
+    def prepare_data(self, data: list, load_seconds: float) -> None:
+        """Restore any checkpoint, then start the batch source (see
+        :func:`~lightsr.train.batches.make_batches`) on the loaded training data."""
+        state = self._restore(self.checkpoint) if self.checkpoint is not None else None
+        self.batches = make_batches(self.config, data, self.info, self.device, self.iteration)
+        if state is not None:
+            self._restore_data_order(state)
+        skipped = self.batches.skipped
         self._message(
-            f"training data: {describe_pairs(pairs)} ({load_seconds:.1f} s to load)"
+            f"training data: {describe_data(self.config, data)} ({load_seconds:.1f} s to load)"
             + (f", {skipped} smaller than the patch skipped" if skipped else "")
         )
-        if self.checkpoint is not None:
-            self._restore(self.checkpoint)
         if self.info.is_main:
             resumed = self.iteration if self.checkpoint is not None else None
             self.log = MetricsLog(self.run_dir / "metrics.jsonl", resumed)
@@ -274,24 +295,29 @@ class Trainer:
             return []
         return load_validation_set(self.config.val.dir, self.scale)
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, path: Path) -> TrainingState:
+        """Load the networks, optimisers and counters of a checkpoint."""
         state = load_checkpoint(path)
-        try:
+        with _checkpoint_mismatch(path):
             self.model.load_state_dict(state.model)
             if self.ema is not None:
                 self.ema.module.load_state_dict(state.ema if state.ema is not None else state.model)
                 self.ema.updates = int(state.extra.get("ema_updates", state.iteration))
             self.optimizer.load_state_dict(state.extra["optimizer"])
-            # The data order continues exactly; a checkpoint from another device type has a
-            # generator state of another kind, which cannot be restored.
-            self.sampler.generator.set_state(state.extra["generator"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{path} does not match this config ({first})") from None
+            if (self.adversary is None) != (state.discriminator is None):
+                raise ValueError("gan.enabled differs from the checkpoint's run")
+            if self.adversary is not None:
+                self.adversary.load_state_dict(state.discriminator, state.extra["d_optimizer"])
         if self.scaler is not None and "scaler" in state.extra:
             self.scaler.load_state_dict(state.extra["scaler"])
         self.iteration, self.elapsed = state.iteration, state.elapsed
         self._message(f"resumed from {path} at iteration {self.iteration}")
+        return state
+
+    def _restore_data_order(self, state: TrainingState) -> None:
+        """Continue the checkpointed data order (bicubic pairs: exactly)."""
+        with _checkpoint_mismatch(self.checkpoint):
+            self.batches.load_state_dict(state.extra)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         net: nn.Module = model
@@ -309,16 +335,16 @@ class Trainer:
         self._message(self._summary())
         self.progress.start(self.iteration, config.train.total_iters or None)
         check_every = DIST_TIME_CHECK_EVERY if info.enabled else 1
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sums: dict[str, torch.Tensor] = {}  # summed on the device: no sync per step
         loss_count, last_log_iter, last_log_time = 0, self.iteration, time.monotonic()
         loop_start, elapsed_before = time.monotonic(), self.elapsed
         saved_at = self.iteration if list_checkpoints(self.run_dir) else -1
         while not self.budget.done(self.iteration, self.elapsed):
             progress = self.budget.progress(self.iteration, self.elapsed)
             lr = learning_rate(config.optim.lr, config.schedule, self.iteration, progress)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum += self._step()
+            self._set_learning_rates(lr)
+            for key, value in self._step().items():
+                loss_sums[key] = loss_sums[key] + value if key in loss_sums else value
             loss_count += 1
             self.iteration += 1
             self.progress.step()
@@ -328,8 +354,8 @@ class Trainer:
             if self.iteration % config.train.log_interval == 0:
                 now = time.monotonic()
                 speed = (self.iteration - last_log_iter) / max(now - last_log_time, 1e-9)
-                self._log_loss(float(loss_sum) / loss_count, lr, speed)
-                loss_sum.zero_()
+                self._log_loss({k: float(v) / loss_count for k, v in loss_sums.items()}, lr, speed)
+                loss_sums.clear()
                 loss_count, last_log_iter, last_log_time = 0, self.iteration, now
             if config.val.interval and self.iteration % config.val.interval == 0:
                 self._validate_and_record()
@@ -342,48 +368,78 @@ class Trainer:
             self._save_checkpoint()
         return self._finish()
 
-    def _step(self) -> torch.Tensor:
-        """One optimizer step on a fresh batch; returns the (detached) loss."""
-        config = self.config
-        lr_u8, hr_u8 = self.sampler.sample(
-            config.data.batch_size, self.info.rank, self.info.world_size
-        )
-        lr_u8 = lr_u8.to(self.device, non_blocking=True)
-        hr_u8 = hr_u8.to(self.device, non_blocking=True)
+    def _set_learning_rates(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.adversary is not None:  # the discriminator follows the same schedule
+            self.adversary.set_learning_rate(lr / self.config.optim.lr)
+
+    def _step(self) -> dict[str, torch.Tensor]:
+        """One optimizer step (generator, then discriminator when adversarial) on a fresh
+        batch; returns the detached losses by name, ``"loss"`` being the generator's."""
+        batch = self.batches.next_batch()
         input_range = self.spec.input_range
-        inputs = lr_u8.float().mul_(input_range / 255.0)
-        target = hr_u8.float().div_(255.0)
         with self._autocast():
-            output = self.net(inputs)
+            output = self.net(batch.lr * input_range)
         output = output.float() / input_range
+        # Real-ESRGAN's pixel and perceptual targets are sharpened, its GAN target is not.
+        target = batch.gt_usm if self.config.train.gt_usm else batch.gt
+        pixel = self._pixel_loss(output, target, batch)
+        if self.adversary is None:
+            losses = {"loss": pixel}
+        else:
+            with self._autocast():
+                parts = {"g_pixel": pixel, **self.adversary.generator_losses(output, target)}
+            losses = {"loss": sum(parts.values()), **parts}
+        self._apply(losses["loss"], self.optimizer, self.model, self.config.optim.grad_clip)
+        if self.adversary is not None:
+            with self._autocast():
+                d_losses = self.adversary.discriminator_losses(output.detach(), batch.gt)
+            self._apply(sum(d_losses.values()), self.adversary.optimizer, self.adversary.net)
+            losses.update(d_losses)
+        if self.scaler is not None:
+            self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return {key: value.detach() for key, value in losses.items()}
+
+    def _pixel_loss(self, output: torch.Tensor, target: torch.Tensor, batch: Batch) -> torch.Tensor:
         loss = self.loss_fn(output, target)
         if self.teacher is not None:
-            weight = config.train.teacher_weight
-            loss = (1 - weight) * loss + weight * self.loss_fn(output, self._teach(lr_u8))
-        self.optimizer.zero_grad(set_to_none=True)
-        clip = config.optim.grad_clip
+            weight = self.config.train.teacher_weight
+            loss = (1 - weight) * loss + weight * self.loss_fn(output, self._teach(batch.lr))
+        if self.adversary is not None:
+            loss = loss * self.config.gan.pixel_weight
+        return loss
+
+    def _apply(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        module: nn.Module,
+        clip: float = 0.0,
+    ) -> None:
+        """Back-propagate ``loss`` and step ``optimizer`` over ``module``'s parameters,
+        clipping their gradient norm to ``clip`` (0: no clipping)."""
+        optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             if clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+                self.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(module.parameters(), clip)
+            self.scaler.step(optimizer)
         else:
             loss.backward()
             if clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return loss.detach()
+                nn.utils.clip_grad_norm_(module.parameters(), clip)
+            optimizer.step()
 
     @torch.no_grad()
-    def _teach(self, lr_u8: torch.Tensor) -> torch.Tensor:
-        """The teacher's output for the batch, in [0, 1] units like the target."""
+    def _teach(self, lr: torch.Tensor) -> torch.Tensor:
+        """The teacher's output for the LR batch, in [0, 1] units like the target."""
         teacher = self.teacher
         with self._autocast():
-            output = teacher.forward(lr_u8.to(teacher.dtype).div_(255.0))
+            output = teacher.forward(lr.to(teacher.dtype))
         return output.float()
 
     def _autocast(self) -> Any:
@@ -417,16 +473,18 @@ class Trainer:
         if self.info.is_main:
             self.progress.message(text)
 
-    def _log_loss(self, loss: float, lr: float, speed: float) -> None:
+    def _log_loss(self, losses: dict[str, float], lr: float, speed: float) -> None:
+        """Record the mean losses since the last record (``"loss"`` and, when adversarial,
+        ``g_pixel``, ``g_percep``, ``g_gan``, ``d_real``, ``d_fake``)."""
         if not self.info.is_main:
             return
         progress = self.budget.progress(self.iteration, self.elapsed)
         eta = self.elapsed * (1 - progress) / progress if progress > 0 else None
         if not self.config.train.total_iters and progress > 0:
             self.progress.set_total(round(self.iteration / progress))
-        self.progress.log(self.iteration, loss, lr, speed, eta)
+        self.progress.log(self.iteration, losses["loss"], lr, speed, eta)
         self.log.append(
-            {"iter": self.iteration, "loss": loss, "lr": lr, "time": round(self.elapsed, 2)}
+            {"iter": self.iteration, **losses, "lr": lr, "time": round(self.elapsed, 2)}
         )
 
     def _eval_module(self) -> nn.Module:
@@ -468,18 +526,23 @@ class Trainer:
             return
         extra: dict[str, Any] = {
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.sampler.generator.get_state(),
+            **self.batches.state_dict(),
         }
         if self.scaler is not None:
             extra["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
             extra["ema_updates"] = self.ema.updates
+        if self.adversary is not None:
+            extra["d_optimizer"] = self.adversary.optimizer.state_dict()
         state = TrainingState(
             iteration=self.iteration,
             elapsed=self.elapsed,
             model=self.model.state_dict(),
             ema=self.ema.module.state_dict() if self.ema is not None else None,
             extra=extra,
+            discriminator=(
+                self.adversary.discriminator.state_dict() if self.adversary is not None else None
+            ),
         )
         save_checkpoint(
             self.run_dir, state, self._metadata(self.model), self.config.train.keep_checkpoints
