@@ -1,7 +1,10 @@
 import json
+import shutil
 
 import pytest
 
+import lightsr.cli.eval
+import lightsr.evaluate
 import lightsr.models
 from lightsr.cli import main
 from tests.test_evaluate import _bicubic_model
@@ -62,3 +65,62 @@ def test_user_errors_print_one_line_and_exit_2(capsys, set5, args, reason):
     assert len(error_lines) == 1
     assert error_lines[0].startswith("lightsr eval: error:")
     assert reason in error_lines[0]
+
+
+@pytest.fixture
+def no_hr(tmp_path, set5):
+    """Two small images directly in a folder, as a real-world set without ground truth."""
+    for name in ("baby", "bird"):
+        shutil.copy(set5 / "LR_bicubic" / "X4" / f"{name}x4.png", tmp_path / f"{name}.png")
+    return tmp_path
+
+
+def test_niqe_without_ground_truth_json(capsys, no_hr):
+    args = ["eval", "--data", str(no_hr), "--metric", "niqe", "--model", "bicubic", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "bicubic"
+    assert "psnr" not in summary
+    assert [image["name"] for image in summary["images"]] == ["baby", "bird"]
+    assert all(image["niqe"] > 0 for image in summary["images"])
+
+
+def test_niqe_without_ground_truth_table(capsys, no_hr):
+    assert main(["eval", "--data", str(no_hr), "--metric", "niqe", "--model", "bicubic"]) == 0
+    out = capsys.readouterr().out
+    assert "NIQE" in out
+    assert "PSNR" not in out
+    assert "no ground truth" in out
+
+
+def test_niqe_beside_psnr_with_ground_truth(capsys, set5):
+    args = ["eval", "--data", str(set5), "--metric", "niqe", "--model", "bicubic", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["psnr"] == pytest.approx(28.43, abs=0.01)
+    assert set(summary["images"][0]) == {"name", "psnr", "ssim", "niqe"}
+
+
+@pytest.mark.parametrize(
+    ("folder", "args", "reason"),
+    [
+        ("no_hr", ["--model", "bicubic"], "use --metric niqe"),
+        ("empty", ["--metric", "niqe"], "no HR/ folder of ground-truth images and no images"),
+    ],
+)
+def test_metric_errors_print_one_line_and_exit_2(
+    capsys, no_hr, tmp_path_factory, folder, args, reason
+):
+    data = no_hr if folder == "no_hr" else tmp_path_factory.mktemp("empty")
+    assert main(["eval", "--data", str(data), *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error_lines = captured.err.splitlines()
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith("lightsr eval: error:")
+    assert reason in error_lines[0]
+
+
+def test_metric_choices_match_the_library():
+    # The CLI keeps its own copy so that `lightsr --help` does not import torch.
+    assert lightsr.cli.eval.METRICS == lightsr.evaluate.METRICS

@@ -10,6 +10,7 @@ from lightsr.errors import ImageError, UsageError
 from lightsr.evaluate import evaluate
 from lightsr.imresize import imresize
 from lightsr.io import read_rgb_uint8, write_image
+from lightsr.metrics import niqe
 from lightsr.models import SRModel
 
 
@@ -128,3 +129,44 @@ def test_folder_and_scale_errors(tmp_path, set5):
     for bad_scale in (1, 0, 9):
         with pytest.raises(UsageError, match="scale"):
             evaluate(set5, bad_scale)
+
+
+@pytest.fixture
+def lr_folder_no_hr(tmp_path, set5):
+    """Two small LR images directly in a folder, as a real-world set without ground truth."""
+    for name in ("baby", "bird"):
+        shutil.copy(set5 / "LR_bicubic" / "X4" / f"{name}x4.png", tmp_path / f"{name}.png")
+    return tmp_path
+
+
+def test_niqe_without_ground_truth_scores_the_upscaled_inputs(lr_folder_no_hr):
+    result = evaluate(lr_folder_no_hr, 4, metric="niqe", progress=False)
+    assert result.lr_source == "folder"
+    assert result.psnr is None and result.ssim is None
+    summary = result.to_dict()
+    assert list(summary) == ["dataset", "scale", "model", "niqe", "images"]
+    assert [set(image) for image in summary["images"]] == [{"name", "niqe"}] * 2
+    lr = read_rgb_uint8(lr_folder_no_hr / "bird.png")
+    # Same border rule as PSNR/SSIM: `scale` pixels ignored on each side.
+    assert summary["images"][1] == {"name": "bird", "niqe": niqe(imresize(lr, 4), crop_border=4)}
+    assert summary["niqe"] == pytest.approx(np.mean([i["niqe"] for i in summary["images"]]))
+
+
+def test_niqe_with_ground_truth_adds_to_psnr_and_ssim(set5):
+    plain = evaluate(set5, 4, progress=False)
+    with_niqe = evaluate(set5, 4, metric="niqe", progress=False)
+    summary = with_niqe.to_dict()
+    assert list(summary) == ["dataset", "scale", "model", "psnr", "ssim", "niqe", "images"]
+    assert (summary["psnr"], summary["ssim"]) == (plain.psnr, plain.ssim)
+    assert plain.niqe is None
+    assert all(5 < image["niqe"] < 12 for image in summary["images"])
+
+
+def test_metric_errors(tmp_path, lr_folder_no_hr, set5):
+    with pytest.raises(UsageError, match="use --metric niqe"):
+        evaluate(lr_folder_no_hr, 4)
+    with pytest.raises(UsageError, match="metric must be one of psnr, niqe"):
+        evaluate(set5, 4, metric="lpips")
+    # A x2 output of the 72x72 bird is 144 pixels high: not two 96x96 NIQE blocks.
+    with pytest.raises(ImageError, match="too small for NIQE"):
+        evaluate(lr_folder_no_hr, 2, metric="niqe", progress=False)

@@ -1,10 +1,15 @@
-"""Benchmark evaluation: PSNR-Y / SSIM-Y of a model (or bicubic) on an SR test set.
+"""Benchmark evaluation: PSNR-Y / SSIM-Y and NIQE of a model (or bicubic) on an SR test set.
 
 A test set is a folder with ``HR/`` images and, optionally, EDSR-style low-resolution
 inputs ``LR_bicubic/X<s>/<name>x<s>.png``. Conventions follow BasicSR and the papers: HR is
 mod-cropped to a multiple of the scale, missing LR inputs are made with MATLAB bicubic
 downscaling, model outputs are clamped and rounded to uint8, and metrics are computed on
 the Y channel with ``scale`` pixels cropped from each border.
+
+A folder without ``HR/`` (real-world sets such as RealSRSet) holds the low-resolution
+inputs themselves; only the no-reference NIQE of the upscaled outputs can be reported
+there. NIQE ignores the same ``scale``-pixel border as PSNR/SSIM (BasicSR's
+``crop_border: scale`` for SR outputs).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from lightsr.errors import ImageError, UsageError
 from lightsr.imresize import imresize, mod_crop
 from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_image, to_float
-from lightsr.metrics import SSIM_WINDOW, psnr, ssim
+from lightsr.metrics import NIQE_BLOCK, SSIM_WINDOW, niqe, psnr, ssim
 from lightsr.models import SRModel
 from lightsr.options import IMAGE_SUFFIXES
 from lightsr.paths import shared_dir
@@ -29,15 +34,25 @@ from lightsr.progress import progress_bar
 DATA_VARIABLE = "LIGHTSR_DATA"
 MIN_SCALE, MAX_SCALE = 2, 8
 BICUBIC = "bicubic"
+# ``psnr``: PSNR-Y and SSIM-Y against HR; ``niqe``: NIQE of the outputs, plus PSNR-Y and
+# SSIM-Y where the set has HR images.
+PSNR, NIQE = "psnr", "niqe"
+METRICS = (PSNR, NIQE)
+_SCORE_NAMES = ("psnr", "ssim", "niqe")
 
 
 @dataclass
 class ImageScore:
-    """Metrics of one test image."""
+    """Metrics of one test image; ``None`` where not measured."""
 
     name: str
-    psnr: float
-    ssim: float
+    psnr: float | None = None
+    ssim: float | None = None
+    niqe: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The name and the measured metrics."""
+        return {"name": self.name, **_measured(self)}
 
 
 @dataclass
@@ -47,7 +62,8 @@ class EvalResult:
     ``lr_generated`` tells whether the LR inputs were made here by bicubic downscaling
     (the folder had no LR files); ``lr_source`` says where the inputs came from:
     ``"official"`` (``LR_bicubic``), ``"degraded"`` (``LR_degraded``, written by ``lightsr
-    degrade``) or ``"generated"``. Neither is part of :meth:`to_dict`.
+    degrade``), ``"generated"`` or ``"folder"`` (no ``HR/``: the folder's own images are the
+    inputs). Neither is part of :meth:`to_dict`.
     """
 
     dataset: str
@@ -58,25 +74,41 @@ class EvalResult:
     lr_source: str = "official"
 
     @property
-    def psnr(self) -> float:
-        """Mean PSNR-Y over images (dB)."""
-        return float(np.mean([image.psnr for image in self.images]))
+    def psnr(self) -> float | None:
+        """Mean PSNR-Y over images (dB); ``None`` without HR images."""
+        return self._mean("psnr")
 
     @property
-    def ssim(self) -> float:
-        """Mean SSIM-Y over images."""
-        return float(np.mean([image.ssim for image in self.images]))
+    def ssim(self) -> float | None:
+        """Mean SSIM-Y over images; ``None`` without HR images."""
+        return self._mean("ssim")
+
+    @property
+    def niqe(self) -> float | None:
+        """Mean NIQE of the outputs (lower is better); ``None`` unless asked for."""
+        return self._mean("niqe")
+
+    def _mean(self, metric: str) -> float | None:
+        values = [getattr(image, metric) for image in self.images]
+        if not values or values[0] is None:
+            return None
+        return float(np.mean(values))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form printed by ``lightsr eval --json``."""
+        """The JSON form printed by ``lightsr eval --json``: the measured metrics only."""
         return {
             "dataset": self.dataset,
             "scale": self.scale,
             "model": self.model,
-            "psnr": self.psnr,
-            "ssim": self.ssim,
-            "images": [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim} for i in self.images],
+            **_measured(self),
+            "images": [image.to_dict() for image in self.images],
         }
+
+
+def _measured(scores: ImageScore | EvalResult) -> dict[str, float]:
+    """The metrics of ``scores`` that are not ``None``, in the order psnr, ssim, niqe."""
+    values = {name: getattr(scores, name) for name in _SCORE_NAMES}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def resolve_data_dir(data: str | os.PathLike) -> Path:
@@ -110,8 +142,7 @@ def find_hr_images(data_dir: str | os.PathLike, scale: int) -> list[Path]:
     Raises:
         UsageError: bad scale, missing folder, no ``HR/`` folder or no images in it.
     """
-    if not isinstance(scale, int) or not MIN_SCALE <= scale <= MAX_SCALE:
-        raise UsageError(f"scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {scale}")
+    _check_scale(scale)
     data_dir = resolve_data_dir(data_dir)
     hr_dir = data_dir / "HR"
     if not hr_dir.is_dir():
@@ -122,29 +153,70 @@ def find_hr_images(data_dir: str | os.PathLike, scale: int) -> list[Path]:
     return images
 
 
+def find_test_images(
+    data_dir: str | os.PathLike, scale: int, metric: str = PSNR
+) -> tuple[list[Path], bool]:
+    """Check a test-set folder, scale and metric; return its images sorted by name and
+    whether they are ground truth: the ``HR/`` images, else the images in the folder itself
+    (low-resolution inputs, which only ``metric="niqe"`` can score).
+
+    Raises:
+        UsageError: bad metric or scale, missing folder, no images, or ``"psnr"`` without
+            ``HR/``.
+    """
+    if metric not in METRICS:
+        raise UsageError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    _check_scale(scale)
+    folder = resolve_data_dir(data_dir)
+    if (folder / "HR").is_dir():
+        return find_hr_images(folder, scale), True
+    images = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not images:
+        raise UsageError(f"{folder} has no HR/ folder of ground-truth images and no images")
+    if metric == PSNR:
+        raise UsageError(
+            f"{folder} has no HR/ folder of ground-truth images for PSNR/SSIM; use --metric "
+            "niqe to score its upscaled images without ground truth"
+        )
+    return images, False
+
+
+def _check_scale(scale: int) -> None:
+    if not isinstance(scale, int) or not MIN_SCALE <= scale <= MAX_SCALE:
+        raise UsageError(f"scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {scale}")
+
+
 def evaluate(
     data_dir: str | os.PathLike,
     scale: int,
     model: SRModel | None = None,
     progress: bool = True,
+    metric: str = PSNR,
 ) -> EvalResult:
-    """PSNR-Y and SSIM-Y of ``model`` on the test set in ``data_dir``.
+    """PSNR-Y and SSIM-Y, or NIQE, of ``model`` on the test set in ``data_dir``.
 
     Args:
-        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``, or the name
-            of a standard set (see :func:`resolve_data_dir`).
+        data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``, or a folder of
+            low-resolution images without ground truth, or the name of a set (see
+            :func:`resolve_data_dir`).
         scale: upscaling factor; also the number of border pixels ignored by the metrics.
         model: network to evaluate; ``None`` evaluates MATLAB bicubic upscaling.
         progress: show a progress bar on stderr.
+        metric: ``"psnr"`` (PSNR-Y and SSIM-Y; needs ``HR/``) or ``"niqe"`` (NIQE of the
+            outputs, with PSNR-Y and SSIM-Y too where there is ``HR/``).
 
     Raises:
-        UsageError: bad folder or scale, or ``model`` is for another scale.
-        ImageError: an image is unreadable or an LR input has the wrong size.
+        UsageError: bad folder, scale or metric, or ``model`` is for another scale.
+        ImageError: an image is unreadable, too small, or an LR input has the wrong size.
     """
-    hr_paths = find_hr_images(data_dir, scale)
+    paths, has_hr = find_test_images(data_dir, scale, metric)
     if model is not None and model.scale != scale:
         raise UsageError(f"the model upscales x{model.scale}, not x{scale}")
     data_dir = resolve_data_dir(data_dir)
+    if not has_hr:
+        return _evaluate_without_reference(data_dir, paths, scale, model, progress)
     lr_dir = lr_folder(data_dir, scale)
     result = EvalResult(
         dataset=data_dir.resolve().name,
@@ -154,17 +226,59 @@ def evaluate(
         lr_source=_lr_source(lr_dir),
     )
     bar = progress_bar(
-        hr_paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
+        paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
     )
     for hr_path in bar:
         hr = mod_crop(read_rgb_uint8(hr_path), scale)
         _check_size(hr, hr_path, scale, model)
+        if metric == NIQE:
+            _check_niqe_size(*hr.shape[:2], hr_path, scale)
         lr = _load_lr(hr, hr_path, lr_dir, scale) if lr_dir.is_dir() else imresize(hr, 1 / scale)
         sr = super_resolve(lr, scale, model)
         if sr.shape != hr.shape:
             raise ImageError(f"{hr_path.name}: output is {sr.shape[:2]}, HR is {hr.shape[:2]}")
-        result.images.append(replace(score(sr, hr, scale), name=hr_path.stem))
+        scores = replace(score(sr, hr, scale), name=hr_path.stem)
+        if metric == NIQE:
+            scores.niqe = niqe(sr, crop_border=scale)
+        result.images.append(scores)
     return result
+
+
+def _evaluate_without_reference(
+    data_dir: Path, paths: list[Path], scale: int, model: SRModel | None, progress: bool
+) -> EvalResult:
+    """NIQE of the upscaled images of a folder that has no ground truth."""
+    result = EvalResult(
+        dataset=data_dir.resolve().name,
+        scale=scale,
+        model=BICUBIC if model is None else model.variant,
+        lr_source="folder",
+    )
+    bar = progress_bar(
+        paths, desc=f"{result.dataset} x{scale}", unit="img", enabled=progress, leave=False
+    )
+    for path in bar:
+        lr = read_rgb_uint8(path)
+        height, width = lr.shape[:2]
+        if model is not None and min(height, width) < model.spec.min_size:
+            raise ImageError(
+                f"{path}: {width}x{height} is too small; {model.variant} needs at least "
+                f"{model.spec.min_size}x{model.spec.min_size}"
+            )
+        _check_niqe_size(height * scale, width * scale, path, scale)
+        sr = super_resolve(lr, scale, model)
+        result.images.append(ImageScore(name=path.stem, niqe=niqe(sr, crop_border=scale)))
+    return result
+
+
+def _check_niqe_size(height: int, width: int, path: Path, scale: int) -> None:
+    """Refuse outputs with fewer than two NIQE blocks inside the ``scale``-pixel border."""
+    rows, cols = (max(0, (n - 2 * scale) // NIQE_BLOCK) for n in (height, width))
+    if rows * cols < 2:
+        raise ImageError(
+            f"{path}: its x{scale} output, {width}x{height}, is too small for NIQE, which needs "
+            f"two {NIQE_BLOCK}x{NIQE_BLOCK} blocks inside the {scale}-pixel border"
+        )
 
 
 def _check_size(hr: np.ndarray, hr_path: Path, scale: int, model: SRModel | None) -> None:
