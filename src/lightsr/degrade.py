@@ -525,7 +525,7 @@ def image_rng(seed: int, name: str) -> np.random.Generator:
     """The generator of one image: from ``seed`` and its file name only, so results do not
     depend on which other images are processed, or in what order."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()
-    return np.random.default_rng([seed, *np.frombuffer(digest, dtype=np.uint32).tolist()])
+    return np.random.default_rng([seed, *np.frombuffer(digest, dtype="<u4").tolist()])
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
