@@ -17,6 +17,7 @@ from lightsr.degrade import (
     DegradationConfig,
     degradation_preset,
     degrade,
+    filter_image,
     gaussian_kernel,
     generalized_gaussian_kernel,
     plateau_kernel,
@@ -94,6 +95,21 @@ def test_random_kernels_of_every_type_sum_to_one(kind):
         assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] in config.kernel_sizes
         assert kernel.sum() == pytest.approx(1.0, abs=1e-5)
         assert np.isfinite(kernel).all()
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [gaussian_kernel(21, 2.5), gaussian_kernel(7, 0.2), gaussian_kernel(15, 3, 1, 0.5)],
+    ids=["iso-separable", "narrow-separable", "aniso"],
+)
+def test_filter_image_is_a_reflect_101_correlation(kernel):
+    image = np.random.default_rng(0).random((40, 50, 3), dtype=np.float32)
+    half = kernel.shape[0] // 2
+    padded = np.pad(image, ((half, half), (half, half), (0, 0)), mode="reflect")
+    expected = np.zeros_like(image, dtype=np.float64)
+    for dy, dx in np.ndindex(kernel.shape):
+        expected += kernel[dy, dx] * padded[dy : dy + 40, dx : dx + 50]
+    np.testing.assert_allclose(filter_image(image, kernel), expected, atol=2e-6)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

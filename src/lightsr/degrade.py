@@ -317,7 +317,18 @@ def random_final_kernel(rng: np.random.Generator, config: DegradationConfig) -> 
 
 
 def filter_image(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Correlate each channel with ``kernel``, borders reflected (reflect-101)."""
+    """Correlate each channel with ``kernel``, borders reflected (reflect-101).
+
+    A separable kernel (isotropic Gaussian: about half of all blurs) takes two 1-D passes,
+    about 10x faster than OpenCV's 2-D (DFT) path for sizes of 11 and more.
+    """
+    centre = kernel.shape[0] // 2
+    column, row = kernel[:, centre], kernel[centre]
+    # A rank-1 kernel is the outer product of its centre column and row over their common
+    # element; read off directly rather than by SVD, whose LAPACK may depend on threads.
+    separable = column / kernel[centre, centre]
+    if np.allclose(np.outer(separable, row), kernel, rtol=0, atol=1e-7 * kernel.max()):
+        return cv2.sepFilter2D(image, -1, row, separable, borderType=cv2.BORDER_REFLECT_101)
     return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
