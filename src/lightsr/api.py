@@ -22,6 +22,7 @@ from lightsr.inference import (
 from lightsr.io import read_image
 from lightsr.models import SRModel
 from lightsr.options import (
+    AUTO_PRECISION,
     BACKENDS,
     DEFAULT_SCALE,
     resolve_device,
@@ -51,8 +52,10 @@ class Upscaler:
             when the image would exceed ``max_memory``.
         tile_overlap: context pixels around each tile (see :mod:`lightsr.inference`).
         max_memory: bytes one forward pass may use; ``None`` sizes it from free memory.
-        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime:
-            the statically quantised export, see :mod:`lightsr.quantize`).
+        precision: ``"auto"`` (bf16 where this CPU computes it natively and bf16 keeps the
+            model's PSNR, else fp32: see :func:`lightsr.runtime.auto_precision`), ``"fp32"``,
+            ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime: the statically
+            quantised export, see :mod:`lightsr.quantize`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32, fp16 or int8): runs ``weights``
             when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
@@ -61,6 +64,10 @@ class Upscaler:
             the network's output is resized by MATLAB-exact bicubic to ``outscale`` × the
             input size (rounded).
         threads: CPU threads (torch's are process-wide); ``None`` leaves the default.
+
+    Attributes:
+        precision: the precision the model runs in (``"auto"`` resolved).
+        precision_reason: why ``"auto"`` chose it, in a few words; ``None`` when not asked.
 
     Raises:
         UsageError: unknown backend, precision, device or model name; bad scale.
@@ -75,7 +82,7 @@ class Upscaler:
         tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         max_memory: int | None = None,
-        precision: str = "fp32",
+        precision: str = AUTO_PRECISION,
         device: str = "auto",
         backend: str = "torch",
         outscale: float | None = None,
@@ -94,29 +101,43 @@ class Upscaler:
         if outscale is not None and not outscale > 0:
             raise UsageError(f"outscale must be positive, got {outscale}")
         set_threads(threads)
+        auto = precision == AUTO_PRECISION
         if backend == "onnxruntime":
-            check_ort_options(device, precision)
+            check_ort_options(device, "fp32" if auto else precision)
             device = "cpu"
         elif is_onnx_file(weights):
             raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
-        else:
+        elif not auto:
             resolve_precision(precision)
         self.device = resolve_device(device)
         self.precision = precision
+        self.precision_reason: str | None = None
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.max_memory = max_memory
         self.outscale = outscale
         self.network: SRModel | OrtModel | None = None
         if model == BICUBIC and weights is None:
+            self._settle_precision(None, backend)
             self.scale = DEFAULT_SCALE if scale is None else scale
             return
         if backend == "onnxruntime":
-            self.network = _onnx_network(model, scale, weights, precision, threads)
+            self._settle_precision(None, backend)
+            self.network = _onnx_network(model, scale, weights, self.precision, threads)
         else:
             network = _load_network(model, scale, weights)
-            self.network = prepare_model(network, self.device, precision)
+            self._settle_precision(network, backend)
+            self.network = prepare_model(network, self.device, self.precision)
         self.scale = self.network.scale
+
+    def _settle_precision(self, network: SRModel | None, backend: str) -> None:
+        """Resolve ``precision="auto"`` for ``network`` (``None``: bicubic or onnxruntime)."""
+        from lightsr.runtime import auto_precision
+
+        if self.precision == AUTO_PRECISION:
+            self.precision, self.precision_reason = auto_precision(
+                network, self.device.type, backend
+            )
 
     @property
     def name(self) -> str:
@@ -182,7 +203,7 @@ def upscale(
     tile: int | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     max_memory: int | None = None,
-    precision: str = "fp32",
+    precision: str = AUTO_PRECISION,
     device: str = "auto",
     backend: str = "torch",
     progress: ProgressCallback | None = None,

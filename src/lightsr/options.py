@@ -31,6 +31,9 @@ ORT_ONLY_PRECISIONS = ("int8",)
 ORT_PRECISIONS = ("fp32", "fp16", *ORT_ONLY_PRECISIONS)
 # Every precision `lightsr upscale`, `eval` and `bench` accept.
 INFERENCE_PRECISIONS = (*PRECISIONS, *ORT_ONLY_PRECISIONS)
+# Precision of each network picked for this machine (`lightsr.runtime.auto_precision`): the
+# default of `lightsr upscale`, `serve` and the Python API.
+AUTO_PRECISION = "auto"
 # Mixed-precision training: the autocast dtype, or "none" (fp32).
 TRAIN_PRECISIONS = ("none", "bf16", "fp16")
 # Upscaling factor when neither the options nor the weights give one.

@@ -1,4 +1,4 @@
-"""Process-wide settings that make CPU inference faster.
+"""Process-wide settings that make CPU inference faster, and the CPU's bf16 support.
 
 These change the whole process, so the library never applies them on import: the ``lightsr``
 command line and the benchmark workers call :func:`retain_freed_memory` at start-up, and
@@ -10,6 +10,10 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightsr.models import SRModel
 
 # mallopt(3) parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -99,20 +103,100 @@ def default_threads() -> int:
     return free_cores()
 
 
-def has_native_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), per ``/proc/cpuinfo``."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+            return set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+
+
+# CPU flag → what it is called in messages, best first: AMX tiles beat AVX-512 BF16 vectors.
+BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX-512 BF16"}
+
+
+def native_bf16_feature() -> str | None:
+    """The CPU feature that computes bfloat16 natively (``"AMX-BF16"``), or ``None``."""
+    flags = cpu_flags()
+    return next((name for flag, name in BF16_FLAGS.items() if flag in flags), None)
+
+
+def has_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), per ``/proc/cpuinfo``."""
+    return native_bf16_feature() is not None
 
 
 BF16_NOTE = (
     "this CPU has no native bf16 (AVX-512 BF16 / AMX); bf16 runs emulated in fp32 "
     "arithmetic and is slower than fp32"
 )
+
+
+# ``precision="auto"`` runs a network in bf16 only with weights whose Set5 and Set14 ×4 PSNR-Y
+# moved by at most this many dB from fp32 in bf16.
+BF16_MAX_PSNR_CHANGE = 0.05
+
+# PSNR-Y change of bf16 against fp32 (dB, bf16 − fp32) on Set5 and Set14, by weights:
+# `lightsr eval --data SetN --scale S --precision bf16|fp32 --json` on an AMX CPU
+# (docs/benchmarks.md#precision-auto). Keyed by weights, not by variant: DITN-Real's PSNR
+# weights move 0.003 dB, its GAN weights (the built-in ``real``) 0.08 dB. Weights not listed
+# (own training, ESC: no published weights here, re-encoded files) stay fp32.
+BF16_PSNR_CHANGE: dict[str, tuple[float, float]] = {
+    "default_x4": (-0.0088, -0.0110),  # built-in FMEN-S, the values of fmen_s_x4_official
+    "ditn_real_x4_official": (-0.0025, -0.0005),
+    "real_x4": (+0.0825, +0.0529),  # built-in, the values of ditn_real_gan_x4_official
+    "emt_x4_official": (-0.0045, -0.0021),
+}
+# SHA-256 of each measured weights file → its row above (a published file and lightsr's
+# safetensors copy of it hold the same values, so they share a row).
+MEASURED_WEIGHTS: dict[str, str] = {
+    "611cbfa321a99212bbed357fd028009c0334763e8ca4b8679b7b21c771ea85e7": "default_x4",
+    "d5534eba1feacfdd4043d9175d3bf0730b1ab4c91ba5c3f40a2282cd496fb4a5": "default_x4",
+    "989dc21e2379c6924a6bd32696df0f1fa8cfd43dd557e1ae4126b97708695b5a": "ditn_real_x4_official",
+    "5b461bb77f24eff3500c1cb8e9c27c652a45afa25a75473cfafdb61872d2064d": "real_x4",
+    "a103f07b5c605c2e23c23bfe44a880e10e7c019388a516f657fb13b0e7df1097": "real_x4",
+    "c66235c55c92bc753098372cfe6d53c8b259c302adeac48aace9b154ed9f872e": "emt_x4_official",
+}
+
+
+def bf16_psnr_change(weights: str | os.PathLike) -> tuple[str, float] | None:
+    """The name of weights file ``weights`` and bf16's largest PSNR change on Set5 and Set14
+    (dB, either way), or ``None`` when those weights were not measured."""
+    from lightsr.hub import file_sha256
+
+    if not os.path.isfile(weights):  # a model built in memory, or "state dict"
+        return None
+    name = MEASURED_WEIGHTS.get(file_sha256(weights))
+    return None if name is None else (name, max(map(abs, BF16_PSNR_CHANGE[name])))
+
+
+def auto_precision(model: SRModel | None, device_type: str, backend: str) -> tuple[str, str]:
+    """What ``precision="auto"`` means for ``model`` (``None``: bicubic), and why.
+
+    bf16 where the CPU computes it natively (:func:`native_bf16_feature`) and bf16 changes
+    the model's PSNR by at most :data:`BF16_MAX_PSNR_CHANGE` (:data:`BF16_PSNR_CHANGE`);
+    fp32 otherwise. On CUDA fp32 too: fp16/bf16 there have not been measured, so they are
+    only run when asked for.
+
+    Returns:
+        The precision, and the reason as a few words (``"fp32 (...)"``) for ``--verbose``.
+    """
+    if backend != "torch" or model is None:
+        return "fp32", "fp32 (auto picks bf16 for torch networks only)"
+    if device_type != "cpu":
+        return "fp32", f"fp32 (auto picks bf16 on CPUs only, not {device_type})"
+    feature = native_bf16_feature()
+    if feature is None:
+        return "fp32", "fp32 (this CPU has no AVX-512 BF16 or AMX)"
+    measured = bf16_psnr_change(model.source)
+    if measured is None:
+        return "fp32", f"fp32 (bf16 accuracy of these {model.variant} weights is not measured)"
+    name, change = measured
+    moves = f"{model.variant} ({name}) changes PSNR by {change:.3f} dB in bf16"
+    if change > BF16_MAX_PSNR_CHANGE:
+        return "fp32", f"fp32 ({moves}, over {BF16_MAX_PSNR_CHANGE})"
+    return "bf16", f"bf16 (CPU has {feature}; {moves})"
 
 
 def precision_note(precision: str, device_type: str) -> str | None:

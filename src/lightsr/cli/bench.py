@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=DEVICE_TYPES)
     parser.add_argument("--backend", default="torch", choices=(*BACKENDS, "all"))
-    add_precision_argument(parser)
+    add_precision_argument(parser, auto=False)  # rows compare precisions: name one
     parser.add_argument("--protocol", default="robust", choices=BENCH_PROTOCOLS)
     parser.add_argument(
         "--runs", type=int, default=10, metavar="N", help="timed runs / images (default: 10)"

@@ -7,8 +7,9 @@ import ipaddress
 import os
 import socket
 
+from lightsr.cli.runtime_options import PRECISION_HELP, print_precision_choice
 from lightsr.errors import UsageError
-from lightsr.options import DEVICE_HELP, PRECISIONS
+from lightsr.options import AUTO_PRECISION, DEVICE_HELP, PRECISIONS
 
 TOKEN_VARIABLE = "LIGHTSR_TOKEN"
 LOOPBACK_NAMES = ("localhost",)
@@ -73,7 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument(
+        "--precision",
+        default=AUTO_PRECISION,
+        choices=(AUTO_PRECISION, *PRECISIONS),
+        help=f"{PRECISION_HELP[AUTO_PRECISION]} [default], fp32, fp16, bf16",
+    )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--log-level", default="info", choices=("warning", "info", "debug"), help="server log"
@@ -104,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     )
     pool = ModelPool(args.model or DEFAULT_SERVED, options)
     pool.load_all()
+    for name, scales in pool.scales.items():
+        for scale in scales:
+            print_precision_choice(f"serve: {name} x{scale}", pool.get(name, scale), args.verbose)
     limits = Limits(
         max_upload=args.max_upload << 20,
         max_pixels=args.max_pixels,

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from lightsr.cli import scaleout, upscale_video
 from lightsr.cli.runtime_options import (
     add_precision_argument,
+    print_precision_choice,
     print_precision_note,
     resolve_threads,
 )
 from lightsr.errors import UsageError
-from lightsr.options import BACKENDS, DEFAULT_SCALE, DEVICE_HELP
+from lightsr.options import AUTO_PRECISION, BACKENDS, DEFAULT_SCALE, DEVICE_HELP
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-memory", type=int, metavar="MiB", help="memory one tile may use (default: auto)"
     )
-    add_precision_argument(parser)
+    add_precision_argument(parser, default=AUTO_PRECISION)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
@@ -236,7 +237,8 @@ def _upscaler(args: argparse.Namespace) -> Upscaler:
     options = _upscaler_options(args)
     options["threads"] = resolve_threads(args.threads)
     upscaler = Upscaler(**options)
-    print_precision_note("upscale", args.precision, upscaler.device.type)
+    print_precision_choice("upscale", upscaler, args.verbose)
+    print_precision_note("upscale", upscaler.precision, upscaler.device.type)
     return upscaler
 
 
