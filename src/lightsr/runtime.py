@@ -133,29 +133,39 @@ BF16_NOTE = (
 )
 
 
-# ``precision="auto"`` runs a network in bf16 only with weights whose Set5 and Set14 ×4 PSNR-Y
+# ``precision="auto"`` runs a network in bf16 only with weights whose Set5 and Set14 PSNR-Y
 # moved by at most this many dB from fp32 in bf16.
 BF16_MAX_PSNR_CHANGE = 0.05
 
-# PSNR-Y change of bf16 against fp32 (dB, bf16 − fp32) on Set5 and Set14, by weights:
-# `lightsr eval --data SetN --scale S --precision bf16|fp32 --json` on an AMX CPU
-# (docs/benchmarks.md#precision-auto). Keyed by weights, not by variant: DITN-Real's PSNR
-# weights move 0.003 dB, its GAN weights (the built-in ``real``) 0.08 dB. Weights not listed
-# (own training, ESC: no published weights here, re-encoded files) stay fp32.
+# PSNR-Y change of bf16 against fp32 (dB, bf16 − fp32) on Set5 and Set14 at the weights'
+# scale, by weights: `lightsr eval --data SetN --scale S --precision bf16|fp32 --json` on an
+# AMX CPU (docs/benchmarks.md#precision-auto). Keyed by weights, not by variant: DITN-Real's
+# PSNR weights move 0.003 dB, its GAN weights (the built-in ``real``) 0.08 dB. Weights not
+# listed (own training, ESC: no published weights here, re-encoded files) stay fp32.
 BF16_PSNR_CHANGE: dict[str, tuple[float, float]] = {
-    "default_x4": (-0.0088, -0.0110),  # built-in FMEN-S, the values of fmen_s_x4_official
+    "default_x2": (-0.0231, -0.0179),  # built-in FMEN-S
+    "default_x3": (-0.0201, -0.0100),
+    "default_x4": (-0.0088, -0.0110),  # the values of fmen_s_x4_official
+    "fmen_s_x4_ntire22": (-0.0140, -0.0090),
     "ditn_real_x4_official": (-0.0025, -0.0005),
     "real_x4": (+0.0825, +0.0529),  # built-in, the values of ditn_real_gan_x4_official
+    "emt_x2_official": (-0.0252, -0.0276),
+    "emt_x3_official": (-0.0123, -0.0132),
     "emt_x4_official": (-0.0045, -0.0021),
 }
 # SHA-256 of each measured weights file → its row above (a published file and lightsr's
 # safetensors copy of it hold the same values, so they share a row).
 MEASURED_WEIGHTS: dict[str, str] = {
+    "eed3fce1c52f14541bcd8ccf2558f715a1985f37502d5dea6cf2cb359870dc6e": "default_x2",
+    "bba4ddb109b5c17069c1555430f5d9361ebd22db7b0c4065fbf78520d694d597": "default_x3",
     "611cbfa321a99212bbed357fd028009c0334763e8ca4b8679b7b21c771ea85e7": "default_x4",
     "d5534eba1feacfdd4043d9175d3bf0730b1ab4c91ba5c3f40a2282cd496fb4a5": "default_x4",
+    "f20cde0828068c5f50d3b64aa82c8a363fe6abc8d536d1a9fd4d09899f019bea": "fmen_s_x4_ntire22",
     "989dc21e2379c6924a6bd32696df0f1fa8cfd43dd557e1ae4126b97708695b5a": "ditn_real_x4_official",
     "5b461bb77f24eff3500c1cb8e9c27c652a45afa25a75473cfafdb61872d2064d": "real_x4",
     "a103f07b5c605c2e23c23bfe44a880e10e7c019388a516f657fb13b0e7df1097": "real_x4",
+    "a0ccded9cac60a55a23bc43c08dcaef84887530ac14724f07a0c12e8a928f36e": "emt_x2_official",
+    "04991327b0eaca4f3d59b7ca7f348484d6993626051b0152443464e0d11cfcf5": "emt_x3_official",
     "c66235c55c92bc753098372cfe6d53c8b259c302adeac48aace9b154ed9f872e": "emt_x4_official",
 }
 
