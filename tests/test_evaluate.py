@@ -147,8 +147,8 @@ def test_niqe_without_ground_truth_scores_the_upscaled_inputs(lr_folder_no_hr):
     assert list(summary) == ["dataset", "scale", "model", "niqe", "images"]
     assert [set(image) for image in summary["images"]] == [{"name", "niqe"}] * 2
     lr = read_rgb_uint8(lr_folder_no_hr / "bird.png")
-    # Same border rule as PSNR/SSIM: `scale` pixels ignored on each side.
-    assert summary["images"][1] == {"name": "bird", "niqe": niqe(imresize(lr, 4), crop_border=4)}
+    # The whole output is scored, as BasicSR's NIQE script does (crop_border=0).
+    assert summary["images"][1] == {"name": "bird", "niqe": niqe(imresize(lr, 4))}
     assert summary["niqe"] == pytest.approx(np.mean([i["niqe"] for i in summary["images"]]))
 
 
@@ -167,6 +167,6 @@ def test_metric_errors(tmp_path, lr_folder_no_hr, set5):
         evaluate(lr_folder_no_hr, 4)
     with pytest.raises(UsageError, match="metric must be one of psnr, niqe"):
         evaluate(set5, 4, metric="lpips")
-    # A x2 output of the 72x72 bird is 144 pixels high: not two 96x96 NIQE blocks.
+    # The x2 output of the 72x72 bird is 144x144: not two 96x96 NIQE blocks.
     with pytest.raises(ImageError, match="too small for NIQE"):
         evaluate(lr_folder_no_hr, 2, metric="niqe", progress=False)

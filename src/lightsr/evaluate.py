@@ -8,8 +8,8 @@ the Y channel with ``scale`` pixels cropped from each border.
 
 A folder without ``HR/`` (real-world sets such as RealSRSet) holds the low-resolution
 inputs themselves; only the no-reference NIQE of the upscaled outputs can be reported
-there. NIQE ignores the same ``scale``-pixel border as PSNR/SSIM (BasicSR's
-``crop_border: scale`` for SR outputs).
+there. NIQE scores the whole output (no border cropped), as real-world SR papers report it
+with BasicSR's ``scripts/metrics/calculate_niqe.py`` (``crop_border=0``).
 """
 
 from __future__ import annotations
@@ -201,11 +201,11 @@ def evaluate(
         data_dir: folder with ``HR/`` and optionally ``LR_bicubic/X<scale>/``, or a folder of
             low-resolution images without ground truth, or the name of a set (see
             :func:`resolve_data_dir`).
-        scale: upscaling factor; also the number of border pixels ignored by the metrics.
+        scale: upscaling factor; also the number of border pixels ignored by PSNR and SSIM.
         model: network to evaluate; ``None`` evaluates MATLAB bicubic upscaling.
         progress: show a progress bar on stderr.
         metric: ``"psnr"`` (PSNR-Y and SSIM-Y; needs ``HR/``) or ``"niqe"`` (NIQE of the
-            outputs, with PSNR-Y and SSIM-Y too where there is ``HR/``).
+            whole outputs, with PSNR-Y and SSIM-Y too where there is ``HR/``).
 
     Raises:
         UsageError: bad folder, scale or metric, or ``model`` is for another scale.
@@ -232,14 +232,14 @@ def evaluate(
         hr = mod_crop(read_rgb_uint8(hr_path), scale)
         _check_size(hr, hr_path, scale, model)
         if metric == NIQE:
-            _check_niqe_size(*hr.shape[:2], hr_path, scale)
+            _check_niqe_size(*hr.shape[:2], hr_path)
         lr = _load_lr(hr, hr_path, lr_dir, scale) if lr_dir.is_dir() else imresize(hr, 1 / scale)
         sr = super_resolve(lr, scale, model)
         if sr.shape != hr.shape:
             raise ImageError(f"{hr_path.name}: output is {sr.shape[:2]}, HR is {hr.shape[:2]}")
         scores = replace(score(sr, hr, scale), name=hr_path.stem)
         if metric == NIQE:
-            scores.niqe = niqe(sr, crop_border=scale)
+            scores.niqe = niqe(sr)
         result.images.append(scores)
     return result
 
@@ -265,19 +265,18 @@ def _evaluate_without_reference(
                 f"{path}: {width}x{height} is too small; {model.variant} needs at least "
                 f"{model.spec.min_size}x{model.spec.min_size}"
             )
-        _check_niqe_size(height * scale, width * scale, path, scale)
+        _check_niqe_size(height * scale, width * scale, path)
         sr = super_resolve(lr, scale, model)
-        result.images.append(ImageScore(name=path.stem, niqe=niqe(sr, crop_border=scale)))
+        result.images.append(ImageScore(name=path.stem, niqe=niqe(sr)))
     return result
 
 
-def _check_niqe_size(height: int, width: int, path: Path, scale: int) -> None:
-    """Refuse outputs with fewer than two NIQE blocks inside the ``scale``-pixel border."""
-    rows, cols = (max(0, (n - 2 * scale) // NIQE_BLOCK) for n in (height, width))
-    if rows * cols < 2:
+def _check_niqe_size(height: int, width: int, path: Path) -> None:
+    """Refuse outputs (``height`` x ``width``) with fewer than two NIQE blocks."""
+    if (height // NIQE_BLOCK) * (width // NIQE_BLOCK) < 2:
         raise ImageError(
-            f"{path}: its x{scale} output, {width}x{height}, is too small for NIQE, which needs "
-            f"two {NIQE_BLOCK}x{NIQE_BLOCK} blocks inside the {scale}-pixel border"
+            f"{path}: its output, {width}x{height}, is too small for NIQE, which needs two "
+            f"{NIQE_BLOCK}x{NIQE_BLOCK} blocks"
         )
 
 

@@ -116,7 +116,8 @@ def niqe(image: np.ndarray, crop_border: int = 0) -> float:
 
     Args:
         image: (H, W, 3) RGB or (H, W) gray, uint8 or float on the [0, 255] scale.
-        crop_border: pixels ignored on each side first (``scale`` for SR outputs in BasicSR).
+        crop_border: pixels ignored on each side first; real-world SR results are reported
+            on the whole image (0, the default of BasicSR's NIQE script).
 
     Returns:
         The NIQE score; ``nan`` if fewer than two blocks have finite features.

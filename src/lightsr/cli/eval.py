@@ -24,7 +24,8 @@ DIR holds HR/ images and optionally LR_bicubic/X<S>/<name>x<S>.png (EDSR naming)
 LR files the inputs are made by MATLAB-bicubic downscaling of the mod-cropped HR images.
 A DIR without HR/ holds low-resolution images (real-world photos): they are upscaled and
 only NIQE (--metric niqe) can score them. NIQE (lower is better) is that of the MATLAB
-release on the Y channel, with the S-pixel border ignored as for PSNR/SSIM.
+release on the Y channel of the whole output (no border cropped, as BasicSR's NIQE script
+and real-world SR papers); PSNR/SSIM ignore an S-pixel border.
 
 Examples:
   lightsr eval --data Set5 --scale 4 --model bicubic
@@ -111,8 +112,12 @@ def _print_table(result: EvalResult) -> None:
     table.add_row("mean", *means, style="bold")
     console = Console()
     console.print(table)
-    source = _SOURCES[result.lr_source]
-    console.print(f"[dim]Y channel, {result.scale}-pixel border ignored; {source}[/dim]")
+    notes = []
+    if result.psnr is not None:
+        notes.append(f"PSNR/SSIM on the Y channel, {result.scale}-pixel border ignored")
+    if result.niqe is not None:
+        notes.append("NIQE on the whole Y channel")
+    console.print(f"[dim]{'; '.join([*notes, _SOURCES[result.lr_source]])}[/dim]")
 
 
 # Result attribute, column heading and number format of each metric, in table order.
