@@ -105,7 +105,7 @@ def test_vgg_weights_saved_as_pth_load_too(tmp_path):
 
 def test_missing_vgg_file_is_refused_before_training(tiny_data, tmp_path):
     raw = real_config(tiny_data, tmp_path / "runs", vgg=tmp_path / "absent.pth")
-    with pytest.raises(ConfigError, match="gan.vgg_weights") as caught:
+    with pytest.raises(ConfigError, match=r"gan\.vgg_weights") as caught:
         train(config_from_dict(raw), progress=False)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "runs").exists()
@@ -213,7 +213,7 @@ def test_gan_stage_killed_resumes_both_networks(tiny_data, tmp_path, vgg_file):
 
     # The run's checkpoints hold a discriminator: they do not resume a run without one.
     del raw["gan"]
-    with pytest.raises(CheckpointError, match="gan.enabled differs"):
+    with pytest.raises(CheckpointError, match=r"gan\.enabled differs"):
         start_trainer(raw, resume="auto")
 
 

@@ -103,6 +103,11 @@ class Adversary:
         self.discriminator = build_discriminator(config).to(device).train()
         self.net: nn.Module = self.discriminator
         self.perceptual = perceptual.to(device) if perceptual is not None else None
+        if device.type == "cpu":
+            # oneDNN runs these full-resolution convs 1.3-3x faster in NHWC (bf16: 3x).
+            for module in (self.discriminator, self.perceptual):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
         optim = OptimConfig(name="adam", lr=config.d_lr, betas=list(config.d_betas))
         self.optimizer = make_optimizer(self.discriminator, optim)
 
