@@ -139,3 +139,21 @@ def test_shipped_configs_are_valid(monkeypatch):
         config = load_config(path)
         assert config.name in (stem, f"{stem}_x{config.model.scale}"), path
         assert all(d.startswith(("/shared/", "/data/")) for d in config.data.hr_dirs), path
+
+
+def test_real_world_configs_chain_their_two_stages(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("LIGHTSR_SHARED", "/shared")
+    folder = Path(__file__).parents[2] / "configs" / "real"
+    for network in ("fmen_s", "ditn_real", "esc_real", "emt"):
+        stage1 = load_config(folder / f"{network}_stage1.toml")
+        stage2 = load_config(folder / f"{network}_stage2_gan.toml")
+        assert stage1.model.network == stage2.model.network == network
+        assert stage1.data.degradation == stage2.data.degradation == "realesrgan"
+        assert stage1.train.gt_usm and stage2.train.gt_usm
+        assert not stage1.gan.enabled and stage2.gan.enabled
+        assert stage1.train.ema_decay == stage2.train.ema_decay == 0.999
+        assert stage2.model.init_weights == str(stage1.run_dir / "final_ema.safetensors")
+        assert stage1.model.options == stage2.model.options
+        assert all(d.startswith("/shared/data/train/") for d in stage1.data.hr_dirs)
