@@ -6,6 +6,7 @@ training step does not care which one it draws from.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,7 +46,8 @@ def load_training_data(config: Config, workers: int) -> list[ImagePair] | list[n
     data = config.data
     if data.degradation:
         paths = [path for folder in data.hr_dirs for path in list_images(folder)]
-        with ThreadPoolExecutor(max(workers, 1)) as pool:  # PNG decoding releases the GIL
+        # Threads: PNG decoding releases the GIL. 0 workers: one per CPU core, as for pairs.
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             return list(pool.map(read_rgb_uint8, paths))
     cache = Path(data.lr_cache) if data.lr_cache else default_lr_cache()
     return load_training_pairs(data.hr_dirs, data.lr_dirs, config.model.scale, cache, workers)
