@@ -4,9 +4,6 @@ and a GAN stage that is killed, resumed, and started from a first stage's EMA we
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -28,7 +25,7 @@ from lightsr.train.perceptual import (
     vgg19_features,
 )
 from tests.train.conftest import tiny_config, write_toml
-from tests.train.test_kill_resume import child_env, wait_for_checkpoint
+from tests.train.test_kill_resume import train_until_killed
 
 LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0}
 
@@ -171,20 +168,8 @@ def test_gan_stage_killed_resumes_both_networks(tiny_data, tmp_path, vgg_file):
         train={"total_iters": 1000, "checkpoint_interval": 2, "log_interval": 1},
     )
     config_path = write_toml(tmp_path / "stage2.toml", raw)
-    log_path = tmp_path / "train.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lightsr", "train", str(config_path)],
-            env=child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     run_dir = tmp_path / "runs" / "tiny"
-    try:
-        wait_for_checkpoint(run_dir, process, log_path, at_least=2)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    train_until_killed(config_path, run_dir, tmp_path / "train.log", at_least=2)
     saved = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert saved.discriminator is not None and "d_optimizer" in saved.extra
 

@@ -46,6 +46,24 @@ def wait_for_checkpoint(
     pytest.fail("no checkpoint appeared")
 
 
+def train_until_killed(config_path: Path, run_dir: Path, log_path: Path, at_least: int) -> int:
+    """Run ``lightsr train config_path`` in a child process, SIGKILL it once a checkpoint of
+    iteration ``at_least`` or later exists, and return its exit code."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lightsr", "train", str(config_path)],
+            env=child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_checkpoint(run_dir, process, log_path, at_least)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return process.returncode
+
+
 def test_sigkill_then_resume_auto(tiny_data, tmp_path):
     raw = tiny_config(
         tiny_data,
@@ -54,21 +72,9 @@ def test_sigkill_then_resume_auto(tiny_data, tmp_path):
         train={"total_iters": TOTAL, "checkpoint_interval": EVERY},
     )
     config_path = write_toml(tmp_path / "config.toml", raw)
-    log_path = tmp_path / "train.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lightsr", "train", str(config_path)],
-            env=child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     run_dir = tmp_path / "killed" / "tiny"
-    try:
-        wait_for_checkpoint(run_dir, process, log_path, at_least=3 * EVERY)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+    code = train_until_killed(config_path, run_dir, tmp_path / "train.log", at_least=3 * EVERY)
+    assert code == -signal.SIGKILL
     survivors = list_checkpoints(run_dir)
     assert survivors and not (run_dir / "final.safetensors").exists()
     last = load_checkpoint(survivors[-1]).iteration
