@@ -290,7 +290,9 @@ def test_cli_upscale_onnxruntime_matches_torch(tmp_path, fmen_s_onnx):
     lr = shared_file("data/Set5/LR_bicubic/X4/birdx4.png")
     weights = shared_file("weights/official/FMEN/test_weights.pt")
     torch_png, ort_png = tmp_path / "torch.png", tmp_path / "ort.png"
-    assert main(["upscale", str(lr), "-o", str(torch_png), "--weights", str(weights)]) == 0
+    # torch in fp32: `--precision auto` (the default) may pick bf16 on this CPU.
+    argv = ["upscale", str(lr), "-o", str(torch_png), "--weights", str(weights)]
+    assert main([*argv, "--precision", "fp32"]) == 0
     argv = ["upscale", str(lr), "-o", str(ort_png), "--weights", str(fmen_s_onnx)]
     assert main([*argv, "--backend", "onnxruntime"]) == 0
     a, b = read_image(torch_png).astype(int), read_image(ort_png).astype(int)
@@ -301,7 +303,7 @@ def test_cli_upscale_onnxruntime_matches_torch(tmp_path, fmen_s_onnx):
 def test_api_onnxruntime_tiles_like_torch(fmen_s_onnx):
     lr = read_image(shared_file("data/Set5/LR_bicubic/X4/womanx4.png"))
     weights = shared_file("weights/official/FMEN/test_weights.pt")
-    expected = upscale(lr, weights=weights, tile=64)
+    expected = upscale(lr, weights=weights, tile=64, precision="fp32")
     actual = upscale(lr, weights=fmen_s_onnx, backend="onnxruntime", tile=64)
     assert np.abs(actual.astype(int) - expected.astype(int)).max() <= 1
     gray = upscale(lr[..., 0], weights=fmen_s_onnx, backend="onnxruntime")
