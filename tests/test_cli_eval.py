@@ -48,6 +48,16 @@ def test_weights_are_resolved_and_evaluated(capsys, set5, monkeypatch):
     assert json.loads(capsys.readouterr().out)["model"] == "matlab_bicubic_test"
 
 
+def assert_one_error_line(capsys, reason: str) -> None:
+    """Nothing on stdout, one `lightsr eval: error:` line naming ``reason`` on stderr."""
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error_lines = captured.err.splitlines()
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith("lightsr eval: error:")
+    assert reason in error_lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
@@ -59,12 +69,7 @@ def test_weights_are_resolved_and_evaluated(capsys, set5, monkeypatch):
 def test_user_errors_print_one_line_and_exit_2(capsys, set5, args, reason):
     args = [a.replace("{set5}", str(set5)) for a in args]
     assert main(["eval", *args]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    error_lines = captured.err.splitlines()
-    assert len(error_lines) == 1
-    assert error_lines[0].startswith("lightsr eval: error:")
-    assert reason in error_lines[0]
+    assert_one_error_line(capsys, reason)
 
 
 @pytest.fixture
@@ -113,12 +118,7 @@ def test_metric_errors_print_one_line_and_exit_2(
 ):
     data = no_hr if folder == "no_hr" else tmp_path_factory.mktemp("empty")
     assert main(["eval", "--data", str(data), *args]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    error_lines = captured.err.splitlines()
-    assert len(error_lines) == 1
-    assert error_lines[0].startswith("lightsr eval: error:")
-    assert reason in error_lines[0]
+    assert_one_error_line(capsys, reason)
 
 
 def test_metric_choices_match_the_library():
