@@ -12,6 +12,7 @@ import torch
 from lightsr.api import BICUBIC, DEFAULT_SCALE, Upscaler
 from lightsr.errors import ImageError, UsageError
 from lightsr.io import decode_image, encode_image
+from lightsr.options import AUTO_PRECISION
 from lightsr.serve.errors import ServeError
 from lightsr.serve.jobs import Job
 
@@ -37,7 +38,7 @@ class EngineOptions:
     """How every served model runs (the ``lightsr upscale`` options of the same names)."""
 
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = AUTO_PRECISION
     tile: int | None = None
     max_memory: int | None = None
 
