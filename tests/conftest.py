@@ -8,6 +8,7 @@ Under CI (``CI=true``) a missing shared file is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,17 @@ def shared_file(relative: str) -> Path:
 def shared():
     """The ``shared_file`` helper as a fixture."""
     return shared_file
+
+
+@pytest.fixture
+def set5(shared):
+    """The Set5 folder (``HR/`` and ``LR_bicubic/``) of the shared data."""
+    return shared("data/Set5/HR").parent
+
+
+@pytest.fixture
+def lr_folder_no_hr(tmp_path, set5):
+    """Two small LR images directly in a folder, as a real-world set without ground truth."""
+    for name in ("baby", "bird"):
+        shutil.copy(set5 / "LR_bicubic" / "X4" / f"{name}x4.png", tmp_path / f"{name}.png")
+    return tmp_path

@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import pytest
 
@@ -8,11 +7,6 @@ import lightsr.evaluate
 import lightsr.models
 from lightsr.cli import main
 from tests.test_evaluate import _bicubic_model
-
-
-@pytest.fixture
-def set5(shared):
-    return shared("data/Set5/HR").parent
 
 
 def test_json_output_is_only_json(capsys, set5):
@@ -72,17 +66,9 @@ def test_user_errors_print_one_line_and_exit_2(capsys, set5, args, reason):
     assert_one_error_line(capsys, reason)
 
 
-@pytest.fixture
-def no_hr(tmp_path, set5):
-    """Two small images directly in a folder, as a real-world set without ground truth."""
-    for name in ("baby", "bird"):
-        shutil.copy(set5 / "LR_bicubic" / "X4" / f"{name}x4.png", tmp_path / f"{name}.png")
-    return tmp_path
-
-
-def test_niqe_without_ground_truth_json(capsys, no_hr):
-    args = ["eval", "--data", str(no_hr), "--metric", "niqe", "--model", "bicubic", "--json"]
-    assert main(args) == 0
+def test_niqe_without_ground_truth_json(capsys, lr_folder_no_hr):
+    args = ["eval", "--data", str(lr_folder_no_hr), "--metric", "niqe", "--model", "bicubic"]
+    assert main([*args, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "bicubic"
     assert "psnr" not in summary
@@ -90,8 +76,9 @@ def test_niqe_without_ground_truth_json(capsys, no_hr):
     assert all(image["niqe"] > 0 for image in summary["images"])
 
 
-def test_niqe_without_ground_truth_table(capsys, no_hr):
-    assert main(["eval", "--data", str(no_hr), "--metric", "niqe", "--model", "bicubic"]) == 0
+def test_niqe_without_ground_truth_table(capsys, lr_folder_no_hr):
+    args = ["eval", "--data", str(lr_folder_no_hr), "--metric", "niqe", "--model", "bicubic"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "NIQE" in out
     assert "PSNR" not in out
@@ -114,9 +101,9 @@ def test_niqe_beside_psnr_with_ground_truth(capsys, set5):
     ],
 )
 def test_metric_errors_print_one_line_and_exit_2(
-    capsys, no_hr, tmp_path_factory, folder, args, reason
+    capsys, lr_folder_no_hr, tmp_path_factory, folder, args, reason
 ):
-    data = no_hr if folder == "no_hr" else tmp_path_factory.mktemp("empty")
+    data = lr_folder_no_hr if folder == "no_hr" else tmp_path_factory.mktemp("empty")
     assert main(["eval", "--data", str(data), *args]) == 2
     assert_one_error_line(capsys, reason)
 

@@ -33,11 +33,6 @@ def _bicubic_model(scale: int) -> SRModel:
     return SRModel(module=MatlabBicubicNet(scale), spec=spec, scale=scale)
 
 
-@pytest.fixture
-def set5(shared):
-    return shared("data/Set5/HR").parent
-
-
 @pytest.mark.parametrize(
     ("dataset", "scale", "expected_psnr", "expected_ssim"),
     [
@@ -129,14 +124,6 @@ def test_folder_and_scale_errors(tmp_path, set5):
     for bad_scale in (1, 0, 9):
         with pytest.raises(UsageError, match="scale"):
             evaluate(set5, bad_scale)
-
-
-@pytest.fixture
-def lr_folder_no_hr(tmp_path, set5):
-    """Two small LR images directly in a folder, as a real-world set without ground truth."""
-    for name in ("baby", "bird"):
-        shutil.copy(set5 / "LR_bicubic" / "X4" / f"{name}x4.png", tmp_path / f"{name}.png")
-    return tmp_path
 
 
 def test_niqe_without_ground_truth_scores_the_upscaled_inputs(lr_folder_no_hr):
