@@ -59,19 +59,22 @@ class ImageScore:
 class EvalResult:
     """Per-image and mean metrics of one model on one test set at one scale.
 
-    ``lr_generated`` tells whether the LR inputs were made here by bicubic downscaling
-    (the folder had no LR files); ``lr_source`` says where the inputs came from:
+    ``lr_source`` says where the inputs came from:
     ``"official"`` (``LR_bicubic``), ``"degraded"`` (``LR_degraded``, written by ``lightsr
     degrade``), ``"generated"`` or ``"folder"`` (no ``HR/``: the folder's own images are the
-    inputs). Neither is part of :meth:`to_dict`.
+    inputs). It is not part of :meth:`to_dict`.
     """
 
     dataset: str
     scale: int
     model: str
     images: list[ImageScore] = field(default_factory=list)
-    lr_generated: bool = False
     lr_source: str = "official"
+
+    @property
+    def lr_generated(self) -> bool:
+        """Whether the LR inputs were made here by bicubic downscaling (no LR files)."""
+        return self.lr_source == "generated"
 
     @property
     def psnr(self) -> float | None:
@@ -222,7 +225,6 @@ def evaluate(
         dataset=data_dir.resolve().name,
         scale=scale,
         model=BICUBIC if model is None else model.variant,
-        lr_generated=not lr_dir.is_dir(),
         lr_source=_lr_source(lr_dir),
     )
     bar = progress_bar(
