@@ -123,6 +123,28 @@ class SRModel(NamedBySpec):
         y = self.forward(x.to(device=self.device, dtype=self.dtype))
         return y if batched else y.squeeze(0)
 
+    @property
+    def arbitrary_scale(self) -> bool:
+        """Whether the network upscales by any factor (see :meth:`upscale_to`)."""
+        return self.spec.arbitrary_scale
+
+    @torch.inference_mode()
+    def upscale_to(
+        self,
+        image: torch.Tensor,
+        size: tuple[int, int],
+        scale: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
+        """Arbitrary-scale networks only: super-resolve ``image`` ((N,)3,h,w in [0, 1]) to
+        ``size`` = (H, W) in one piece; ``scale`` is the nominal factor per axis (default
+        H/h, W/w). Tiled inference is :func:`lightsr.anyscale.upscale_array_to`."""
+        if not self.arbitrary_scale:
+            raise UsageError(f"{self.variant} upscales by x{self.scale} only")
+        batched = image.dim() == 4
+        x = image if batched else image.unsqueeze(0)
+        y = self.module.upscale_to(x.to(device=self.device, dtype=self.dtype), size, scale)
+        return y if batched else y.squeeze(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`upscale` on an (N,3,H,W) tensor already on the module's device and dtype.
 

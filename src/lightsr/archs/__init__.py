@@ -27,4 +27,4 @@ __all__ = [
 ]
 
 # Network modules register their variants on import.
-from lightsr.archs import ditn, emt, esc, fmen  # noqa: F401
+from lightsr.archs import ditn, emt, esc, fmen, lte  # noqa: F401

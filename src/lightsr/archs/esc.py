@@ -405,6 +405,8 @@ class ESC(nn.Module):
         num_heads: attention heads.
         exp_ratio: width ratio of the ConvFFNs between the ConvAttns.
         use_ln: LayerNorm before those ConvFFNs (ESC-XL).
+        upsampler: False builds the encoder alone (no ``to_img``), as the official
+            arbitrary-scale code uses it: only :meth:`features` is then defined.
     """
 
     def __init__(
@@ -419,6 +421,7 @@ class ESC(nn.Module):
         num_heads: int = 4,
         exp_ratio: float = 1.25,
         use_ln: bool = False,
+        upsampler: bool = True,
     ) -> None:
         super().__init__()
         self.scale = scale
@@ -439,7 +442,9 @@ class ESC(nn.Module):
             decomposed=False,
         )
         self.last = _conv3x3(dim, dim)
-        self.to_img = _conv3x3(dim, 3 * scale * scale)
+        self.out_dim = dim
+        if upsampler:
+            self.to_img = _conv3x3(dim, 3 * scale * scale)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Shallow conv, the blocks (sharing one D4-symmetrised kernel) and the long skip."""

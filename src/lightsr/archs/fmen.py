@@ -285,6 +285,8 @@ class FMEN(nn.Module):
         attention_ratio: RRRB expansion ratio of the HFAB ERBs.
         n_colors: image channels.
         deploy: build the deploy form (plain 3×3 convs, no BatchNorm).
+        upsampler: False builds the trunk alone (no ``tail``), the encoder of an
+            arbitrary-scale model: only :meth:`features` is then defined.
     """
 
     def __init__(
@@ -298,6 +300,7 @@ class FMEN(nn.Module):
         attention_ratio: int = 2,
         n_colors: int = 3,
         deploy: bool = False,
+        upsampler: bool = True,
     ) -> None:
         super().__init__()
         if len(up_blocks) != down_blocks + 1:
@@ -323,7 +326,9 @@ class FMEN(nn.Module):
             HFAB(n_feats, mid_feats, n, attention_ratio, deploy) for n in up_blocks[1:]
         )
         self.lr_conv = nn.Conv2d(n_feats, n_feats, 3, padding=1)
-        self.tail = PixelShuffleUpsampler(n_feats, scale, n_colors)
+        self.out_dim = n_feats
+        if upsampler:
+            self.tail = PixelShuffleUpsampler(n_feats, scale, n_colors)
 
     # oneDNN's NHWC convolutions are faster here (see lightsr.archs.blocks.to_inference_layout).
     prefers_channels_last = True
@@ -331,11 +336,15 @@ class FMEN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_path():
             return self._forward_fast(x)
+        return self.tail(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk before the upsampler: head, warm-up, ERB–HFAB pairs, lr_conv, long skip."""
         shallow = self.head(x)
         h = self.warmup(shallow)
         for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
             h = hfab(erb(h))
-        return self.tail(self.lr_conv(h) + shallow)
+        return self.lr_conv(h) + shallow
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """The forward with gradients off, holding at most two full-size maps at a time

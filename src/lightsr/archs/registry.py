@@ -44,6 +44,8 @@ class ArchSpec:
         deploy_arg: for a network that trains in one form and folds into a faster deploy
             form (FMEN), the builder flag that builds the deploy form, which the module
             also exposes as an attribute of that name; None for a network with one form.
+        arbitrary_scale: the network upscales by any factor (an LTE head); ``scales`` are
+            then the integer factors it is evaluated at, not the only ones it runs.
     """
 
     name: str
@@ -57,6 +59,7 @@ class ArchSpec:
     paper_derived: bool = False
     defaults: Mapping[str, Any] = field(default_factory=dict)
     deploy_arg: str | None = None
+    arbitrary_scale: bool = False
 
     @property
     def has_deploy_form(self) -> bool:
