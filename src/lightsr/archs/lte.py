@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightsr.archs.esc import ESC, ESC_DEFAULTS
@@ -237,7 +236,7 @@ class LTE(nn.Module):
         """Bilinear sample of the crop (official: ``grid_sample``, border padding, no
         corner alignment), clamped at the whole image's borders: (N, Q, 3)."""
         image = features.image
-        n, channels, local_h, local_w = image.shape
+        channels, local_w = image.shape[1], image.shape[3]
         samples = []
         for coords, full, origin in (
             (rows, features.full_size[0], features.origin[0]),
