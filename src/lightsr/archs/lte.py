@@ -304,8 +304,20 @@ class LTE(nn.Module):
         features = self.encode(x)
         return self.render(features, out_size, (0, out_size[0]), (0, out_size[1]), scale, chunk)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Upscale by :attr:`scale`: output size ``round(h · scale) × round(w · scale)``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        cols: torch.Tensor | None = None,
+        cell: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Upscale by :attr:`scale`: output size ``round(h · scale) × round(w · scale)``.
+
+        With ``rows``, ``cols`` and ``cell`` (see :meth:`query`; training), the RGB in
+        [0, 1] at those points instead, (N, Q, 3).
+        """
+        if rows is not None:
+            return self.query(self.encode(x), rows, cols, cell) * 0.5 + 0.5
         h, w = x.shape[-2:]
         out = (round(h * self.scale), round(w * self.scale))
         return self.upscale_to(x, out, (float(self.scale), float(self.scale)))

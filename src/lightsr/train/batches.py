@@ -34,17 +34,20 @@ class Batch(NamedTuple):
         lr: network inputs.
         gt: ground truth (``lr`` times the scale in size).
         gt_usm: unsharp-masked ground truth (degraded data only), else ``None``.
+        queries: arbitrary-scale training only: the (rows, cols, cell) at which the network
+            is queried (:meth:`lightsr.archs.lte.LTE.forward`); ``gt`` is then (N, Q, 3).
     """
 
     lr: torch.Tensor
     gt: torch.Tensor
     gt_usm: torch.Tensor | None
+    queries: tuple[torch.Tensor, ...] | None = None
 
 
 def load_training_data(config: Config, workers: int) -> list[ImagePair] | list[np.ndarray]:
     """Bicubic training pairs, or the HR images alone when ``data.degradation`` is set."""
     data = config.data
-    if data.degradation:
+    if data.degradation or data.scale_range:
         paths = [path for folder in data.hr_dirs for path in list_images(folder)]
         # Threads: PNG decoding releases the GIL. 0 workers: one per CPU core, as for pairs.
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
@@ -55,11 +58,16 @@ def load_training_data(config: Config, workers: int) -> list[ImagePair] | list[n
 
 def describe_data(config: Config, data: list[ImagePair] | list[np.ndarray]) -> str:
     """One line about the loaded training data, for the log."""
-    if not config.data.degradation:
+    cfg = config.data
+    if not cfg.degradation and not cfg.scale_range:
         return describe_pairs(data)
     pixels = sum(image.shape[0] * image.shape[1] for image in data)
-    preset = config.data.degradation
-    return f"{len(data)} HR images, {pixels / 1e6:.1f} MP, degraded on the fly ({preset})"
+    if cfg.degradation:
+        how = f"degraded on the fly ({cfg.degradation})"
+    else:
+        low, high = cfg.scale_range
+        how = f"scales U({low:g}, {high:g}), {cfg.query_samples} queries per patch"
+    return f"{len(data)} HR images, {pixels / 1e6:.1f} MP, {how}"
 
 
 class PairBatches:
@@ -119,15 +127,52 @@ class DegradedSource:
         self.batches.close()
 
 
+class ArbitraryScaleSource:
+    """Arbitrary-scale batches (:class:`~lightsr.train.arbitrary.ArbitraryScaleBatches`);
+    their generator state is checkpointed, so a resumed run sees the same batches."""
+
+    skipped = 0
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    def next_batch(self) -> Batch:
+        lr, gt, queries = self.batches.next_batch()
+        return Batch(lr, gt, None, queries)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state)
+
+    def close(self) -> None:
+        pass
+
+
 def make_batches(
     config: Config,
     data: list[ImagePair] | list[np.ndarray],
     info: DistInfo,
     device: torch.device,
     iteration: int,
-) -> PairBatches | DegradedSource:
+) -> PairBatches | DegradedSource | ArbitraryScaleSource:
     """The batch source of ``config`` for a run starting at ``iteration`` (0: fresh)."""
     cfg, seed = config.data, config.train.seed
+    if cfg.scale_range:
+        from lightsr.train.arbitrary import ArbitraryScaleBatches
+
+        batches = ArbitraryScaleBatches(
+            data,
+            cfg.lr_patch,
+            cfg.scale_range,
+            cfg.query_samples,
+            cfg.batch_size // info.world_size,
+            cfg.flip,
+            device,
+            seed=seed + info.rank,
+        )
+        return ArbitraryScaleSource(batches)
     if not cfg.degradation:
         data_device = device if cfg.on_device else torch.device("cpu")
         sampler = PatchSampler(

@@ -56,6 +56,10 @@ class ModelConfig:
             about equally large, without changing the function (networks with a
             ``balance_()`` method: deploy-form FMEN, whose merged BatchNorms otherwise make
             Adam steps explode).
+        init_prefix: prepended to the ``init_from`` checkpoint's keys before matching
+            (``"encoder."``: a fixed-scale network's trunk starts an arbitrary-scale one).
+        freeze: parameters whose names start with one of these prefixes are not trained
+            (``["encoder."]``: train an arbitrary-scale head on a fixed trunk).
     """
 
     network: str = ""
@@ -63,7 +67,9 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     init_weights: str = ""
     init_from: str = ""
+    init_prefix: str = ""
     balance: bool = False
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +98,13 @@ class DataConfig:
             95]}`` (see :class:`lightsr.degrade.DegradationConfig`).
         degradation_crop: side of the HR crop that is degraded, before the training patch
             is cut from it (as Real-ESRGAN, whose crop is 400).
+        scale_range: ``[low, high]`` to train an arbitrary-scale network (``arbitrary_scale``
+            variants, :mod:`lightsr.archs.lte`): each sample draws its scale s from
+            U(low, high), its HR crop is ``round(lr_patch · s)`` pixels and its LR the
+            MATLAB-bicubic downscale of that crop to ``lr_patch`` (the official LIIF/LTE
+            recipe). Empty: every sample at ``model.scale``.
+        query_samples: HR pixels per sample that the loss sees (arbitrary scale only;
+            official 2304 = 48²).
     """
 
     hr_dirs: list[str] = field(default_factory=list)
@@ -107,6 +120,8 @@ class DataConfig:
     degradation: str = ""
     degradation_options: dict[str, Any] = field(default_factory=dict)
     degradation_crop: int = 400
+    scale_range: list[float] = field(default_factory=list)
+    query_samples: int = 2304
 
 
 @dataclass
@@ -464,7 +479,26 @@ def validate(config: Config) -> None:
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be at least 1")
     _require(not train.gt_usm or bool(data.degradation), "train.gt_usm", "needs data.degradation")
     _validate_degradation(data, model.scale)
+    _validate_scale_range(data)
     _validate_gan(config.gan)
+
+
+def _validate_scale_range(data: DataConfig) -> None:
+    if not data.scale_range:
+        return
+    low_high = data.scale_range
+    _require(
+        len(low_high) == 2 and 1 <= low_high[0] <= low_high[1],
+        "data.scale_range",
+        "must be [low, high] with 1 <= low <= high",
+    )
+    _require(not data.degradation, "data.scale_range", "cannot be combined with data.degradation")
+    _require(not data.lr_dirs, "data.lr_dirs", "must be empty with data.scale_range")
+    _require(
+        1 <= data.query_samples <= data.lr_patch**2,
+        "data.query_samples",
+        f"must be between 1 and data.lr_patch² ({data.lr_patch**2})",
+    )
 
 
 def _validate_degradation(data: DataConfig, scale: int) -> None:

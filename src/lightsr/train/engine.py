@@ -180,6 +180,7 @@ class Trainer:
             self._init_from(config.model.init_from)
         if config.model.balance:
             self._balance()
+        self._freeze(config.model.freeze)
         self.model.to(device)
         if device.type == "cpu":
             # oneDNN trains NHWC convolutions about 1.5x faster (FMEN-S, one thread).
@@ -224,10 +225,28 @@ class Trainer:
 
     def _init_from(self, checkpoint: str) -> None:
         source = load_reference(checkpoint, torch.device("cpu")).module.state_dict()
+        prefix = self.config.model.init_prefix
+        source = {prefix + key: value for key, value in source.items()}
         report = load_matching(self.model, source)
         self._message(report.summary(checkpoint))
         # The weights derive from the checkpoint: its hash, name and licence go with them.
         self.origin = {"init_from": checkpoint, **origin_metadata(checkpoint)}
+
+    def _freeze(self, prefixes: list[str]) -> None:
+        """Stop training the parameters under ``prefixes`` (``model.freeze``)."""
+        if not prefixes:
+            return
+        frozen = [
+            param
+            for name, param in self.model.named_parameters()
+            if name.startswith(tuple(prefixes))
+        ]
+        if not frozen:
+            raise ConfigError(f"model.freeze: no parameter starts with {', '.join(prefixes)}")
+        for param in frozen:
+            param.requires_grad_(False)
+        count = sum(param.numel() for param in frozen)
+        self._message(f"frozen: {count} parameters under {', '.join(prefixes)}")
 
     def _balance(self) -> None:
         balance = getattr(self.model, "balance_", None)
@@ -254,6 +273,11 @@ class Trainer:
             )
         if config.train.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision fp16 needs CUDA; use bf16 or none on CPU")
+        if bool(config.data.scale_range) != self.spec.arbitrary_scale:
+            raise ConfigError(
+                f"data.scale_range is for arbitrary-scale networks; {self.spec.name} "
+                + ("is one: set it" if self.spec.arbitrary_scale else "is not: remove it")
+            )
 
     def _find_resume_checkpoint(self, resume: str | None) -> Path | None:
         existing = list_checkpoints(self.run_dir)
@@ -380,7 +404,8 @@ class Trainer:
         batch = self.batches.next_batch()
         input_range = self.spec.input_range
         with self._autocast():
-            output = self.net(batch.lr * input_range)
+            queries = batch.queries or ()  # arbitrary-scale networks: where to predict
+            output = self.net(batch.lr * input_range, *queries)
         output = output.float() / input_range
         # Real-ESRGAN's pixel and perceptual targets are sharpened, its GAN target is not.
         target = batch.gt_usm if self.config.train.gt_usm else batch.gt
