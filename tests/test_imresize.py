@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lightsr.imresize import contributions, imresize, mod_crop
+from lightsr.imresize import benchmark_pair, benchmark_sizes, contributions, imresize, mod_crop
 from tests.conftest import shared_file
 
 SETS = {
@@ -32,6 +32,10 @@ def test_reproduces_official_lr_bit_exactly(dataset, name, scale):
     official = cv2.imread(str(lr_path), cv2.IMREAD_UNCHANGED)
 
     ours = imresize(mod_crop(hr, scale), 1 / scale)
+    # The any-scale benchmark rule is the same rule, bit for bit, at integer scales.
+    cropped, lr = benchmark_pair(hr, scale)
+    assert np.array_equal(cropped, mod_crop(hr, scale))
+    assert np.array_equal(lr, ours)
 
     assert ours.dtype == np.uint8
     if official.ndim == 2:  # grayscale LR file (Set14 bridge): our 3 channels must agree
@@ -124,3 +128,38 @@ def test_requires_exactly_one_of_scale_and_shape():
         imresize(np.zeros((4, 4)))
     with pytest.raises(ValueError):
         imresize(np.zeros((4, 4)), 2, output_shape=(8, 8))
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        # floor(H/s) x floor(W/s), HR cropped to round(h*s) x round(w*s) (Python round).
+        ((256, 255), 2.5, ((102, 102), (255, 255))),
+        ((256, 256), 3.7, ((69, 69), (255, 255))),
+        ((252, 251), 2.5, ((100, 100), (250, 250))),
+        ((253, 10), 2.5, ((101, 4), (252, 10))),  # 252.5 rounds to even
+        # 81 / 2.7 is 29.999999999999996 in floats: the official +1e-9 guard gives 30.
+        ((81, 81), 2.7, ((30, 30), (81, 81))),
+    ],
+)
+def test_benchmark_sizes_follow_the_liif_rule(size, scale, expected):
+    assert benchmark_sizes(*size, scale) == expected
+
+
+def test_benchmark_sizes_at_integer_scales_are_the_mod_crop():
+    for scale in (2, 3, 4, 6, 8):
+        for height in range(scale, 200):
+            (lr, _), (hr, _) = benchmark_sizes(height, height, scale)
+            assert (lr, hr) == (height // scale, height - height % scale)
+
+
+def test_benchmark_pair_at_a_non_integer_scale(shared):
+    hr = _read_rgb(shared("data/Set5/HR/bird.png"))  # 288x288
+    cropped, lr = benchmark_pair(hr, 3.7)
+    assert lr.shape == (77, 77, 3) and lr.dtype == np.uint8
+    assert cropped.shape == (285, 285, 3)  # round(77 * 3.7) = 285: a top-left crop
+    assert np.array_equal(cropped, hr[:285, :285])
+    # MATLAB imresize to the LR size, rounded after each pass (uint8 in, uint8 out).
+    assert np.array_equal(lr, imresize(cropped, output_shape=(77, 77)))
+    with pytest.raises(ValueError, match=r"no x3\.7 LR pixels"):
+        benchmark_pair(hr[:3], 3.7)

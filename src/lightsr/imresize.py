@@ -4,6 +4,20 @@ Super-resolution benchmarks define their low-resolution inputs as MATLAB
 ``imresize(modcrop(HR, s), 1/s, 'bicubic')``. :func:`imresize` re-implements that algorithm
 (antialiased cubic kernel with a = -0.5, symmetric borders, one pass per axis) so that LR
 images made here are bit-identical to the official benchmark files.
+
+:func:`benchmark_pair` makes the test pair of an HR image at any scale ``s``, integer or
+not, with the size rule of the official LIIF/LTE benchmark code:
+
+* LR size ``h = floor(H / s)``, ``w = floor(W / s)`` (with the official ``+ 1e-9`` guard
+  against float error);
+* HR cropped (top-left) to ``round(h · s)`` × ``round(w · s)`` (Python ``round``);
+* LR = ``imresize(HR_cropped, output_shape=(h, w))`` on the uint8 image, rounded after each
+  pass as MATLAB does.
+
+For an integer ``s`` this is exactly the classic rule, ``imresize(modcrop(HR, s), 1/s)``:
+``floor(H / s) · s`` is the mod-crop, and the per-axis factor ``h / (h · s)`` is the same
+double as ``1 / s`` (IEEE division rounds the same exact quotient), so the official
+``LR_bicubic/X<s>`` files are reproduced bit-exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +31,8 @@ _KERNEL_WIDTH = 4.0
 # Absolute tolerance when turning a scale into an output size: 255 * (1/3) must give 85,
 # not 86, although the product is a hair above 85 in floating point.
 _SIZE_EPS = 1e-9
+# The official LIIF/LTE code's guard in ``floor(H / s + 1e-9)``.
+_FLOOR_EPS = 1e-9
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -140,3 +156,37 @@ def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
     """Crop the bottom/right of ``image`` so height and width are multiples of ``scale``."""
     h, w = image.shape[:2]
     return image[: h - h % scale, : w - w % scale]
+
+
+def benchmark_sizes(
+    height: int, width: int, scale: float
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """LR size and cropped-HR size of a ``height`` × ``width`` HR image at ×``scale``.
+
+    Returns ``((h, w), (round(h · scale), round(w · scale)))`` with
+    ``h = floor(height / scale)``, ``w = floor(width / scale)``: the size rule of the
+    official LIIF/LTE benchmark code (see the module docstring). For an integer ``scale``
+    the HR size is the mod-crop.
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    lr = (math.floor(height / scale + _FLOOR_EPS), math.floor(width / scale + _FLOOR_EPS))
+    return lr, (round(lr[0] * scale), round(lr[1] * scale))
+
+
+def benchmark_pair(hr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ×``scale`` test pair of an HR image: ``(hr_cropped, lr)``.
+
+    ``hr_cropped`` is the top-left crop of ``hr`` to the size :func:`benchmark_sizes`
+    gives, ``lr`` its MATLAB bicubic downscaling to the LR size (uint8 in, uint8 out,
+    rounded after each pass). Any ``scale`` > 0; for integers it is
+    ``imresize(mod_crop(hr, s), 1 / s)`` bit for bit.
+
+    Raises:
+        ValueError: the image is smaller than one LR pixel.
+    """
+    (lr_h, lr_w), (hr_h, hr_w) = benchmark_sizes(*hr.shape[:2], scale)
+    if min(lr_h, lr_w) < 1:
+        raise ValueError(f"a {hr.shape[1]}x{hr.shape[0]} image has no x{scale:g} LR pixels")
+    cropped = hr[:hr_h, :hr_w]
+    return cropped, imresize(cropped, output_shape=(lr_h, lr_w))
