@@ -313,22 +313,36 @@ def _mismatch_message(state_dict: StateDictLike, source: str) -> str:
 
 # Models shipped inside the package, by the name ``--model`` takes: file name pattern and
 # what each is for. ``default`` is bicubic-trained FMEN-S (fast, faithful on clean images);
-# ``real`` is a real-world GAN model for noisy, blurry or JPEG-damaged photos (MODEL_CARD.md).
+# ``real`` is a real-world GAN model for noisy, blurry or JPEG-damaged photos (MODEL_CARD.md);
+# ``anyscale`` is FMEN-S + LTE, one file for every scale from 1 to 8, integer or not. A
+# pattern without ``{scale}`` is one scale-independent (arbitrary-scale) file.
 BUILTIN_MODELS = {
     "default": "default_x{scale}.safetensors",
     "real": "real_x{scale}.safetensors",
+    "anyscale": "anyscale.safetensors",
 }
+# The built-in model for non-integer scales and explicit output sizes.
+ANYSCALE_MODEL = "anyscale"
 
 
-def builtin_weights_path(name: str, scale: int) -> Path:
-    """Path of built-in model ``name`` (a key of :data:`BUILTIN_MODELS`) at ``scale``."""
+def builtin_is_arbitrary(name: str) -> bool:
+    """Whether built-in model ``name`` is one file for every scale (an arbitrary-scale net)."""
+    return "{scale}" not in BUILTIN_MODELS[name]
+
+
+def builtin_weights_path(name: str, scale: float = 4) -> Path:
+    """Path of built-in model ``name`` (a key of :data:`BUILTIN_MODELS`) at ``scale`` (any
+    scale for a scale-independent model)."""
     from lightsr.paths import package_weights_dir
 
+    if builtin_is_arbitrary(name):
+        return package_weights_dir() / BUILTIN_MODELS[name]
     return package_weights_dir() / BUILTIN_MODELS[name].format(scale=scale)
 
 
 def builtin_scales(name: str) -> tuple[int, ...]:
-    """The scales built-in model ``name`` ships weights for."""
+    """The integer scales built-in model ``name`` ships weights for (all of 1-8 for an
+    arbitrary-scale model, which also takes the scales between)."""
     return tuple(s for s in range(1, 9) if builtin_weights_path(name, s).is_file())
 
 
@@ -337,13 +351,24 @@ def default_weights_path(scale: int) -> Path:
     return builtin_weights_path("default", scale)
 
 
-def load_builtin_model(name: str, scale: int) -> SRModel:
-    """Built-in model ``name`` for ``scale``; works offline.
+def load_builtin_model(name: str, scale: float) -> SRModel:
+    """Built-in model ``name`` for ``scale``; works offline. An arbitrary-scale model
+    (``"anyscale"``) loads for any scale; its :attr:`SRModel.scale` stays that of its file.
 
     Raises:
         CheckpointError: no weights of that model at ``scale``.
     """
     path = builtin_weights_path(name, scale)
+    if builtin_is_arbitrary(name):
+        if not path.is_file():
+            raise CheckpointError(f"the built-in {name} model is missing ({path})")
+        return load_model(path)
+    if scale != int(scale):
+        raise CheckpointError(
+            f"no built-in {name} model for x{scale:g}; for non-integer scales leave --model "
+            f"out or use --model {ANYSCALE_MODEL}"
+        )
+    scale = int(scale)
     if not path.is_file():
         scales = ", ".join(f"x{s}" for s in builtin_scales(name))
         hint = " (use --outscale for other sizes)" if name != "default" else ""
@@ -356,27 +381,38 @@ def load_default_model(scale: int) -> SRModel:
     return load_builtin_model("default", scale)
 
 
-def resolve_model(model: str | None, weights: str | os.PathLike | None, scale: int) -> SRModel:
+def resolve_model(model: str | None, weights: str | os.PathLike | None, scale: float) -> SRModel:
     """Turn the CLI's ``--model``/``--weights`` pair into a loaded model.
 
     ``weights`` wins when given. Otherwise ``model`` may be ``None``/``"default"`` (the
-    built-in default weights), ``"real"`` (the built-in real-photo model), the name of a
-    published checkpoint (``"emt_x2_official"``) or a variant name (``"emt"``), which
-    resolves to its published weights at ``scale``.
+    built-in default weights; the built-in ``anyscale`` model when ``scale`` is not an
+    integer), ``"real"`` (the built-in real-photo model), ``"anyscale"`` (the built-in
+    arbitrary-scale model), the name of a published checkpoint (``"emt_x2_official"``) or a
+    variant name (``"emt"``), which resolves to its published weights at ``scale``. An
+    arbitrary-scale network takes any ``scale``; others must have been trained at it.
     """
     if weights is not None:
         loaded = load_model(weights)
     elif model is None:
-        return load_default_model(scale)
+        if scale != int(scale):
+            return load_builtin_model(ANYSCALE_MODEL, scale)
+        return load_default_model(int(scale))
     elif model in BUILTIN_MODELS:
         return load_builtin_model(model, scale)
     else:
         from lightsr.hub import find_official, official_names
 
-        name = model if model in official_names() else find_official(get_arch(model).name, scale)
+        if model in official_names():
+            name = model
+        elif scale == int(scale):
+            name = find_official(get_arch(model).name, int(scale))
+        else:
+            name = None
         if name is None:
-            raise CheckpointError(f"no published weights for {model} x{scale}; pass --weights PATH")
+            raise CheckpointError(
+                f"no published weights for {model} x{scale:g}; pass --weights PATH"
+            )
         loaded = load_model(name)
-    if loaded.scale != scale:
-        raise CheckpointError(f"{loaded.source} is a x{loaded.scale} model, not x{scale}")
+    if not loaded.arbitrary_scale and loaded.scale != scale:
+        raise CheckpointError(f"{loaded.source} is a x{loaded.scale} model, not x{scale:g}")
     return loaded

@@ -90,6 +90,23 @@ def parse_size(text: str, what: str = "size") -> tuple[int, int]:
     return sides
 
 
+def parse_output_size(text: str, what: str = "--size") -> tuple[int, int]:
+    """``"1920x1080"`` (width × height, as image sizes are written) → (1080, 1920), i.e.
+    (height, width); ``"512"`` → (512, 512). :func:`parse_size` reads height × width, as
+    the ``--static`` and ``--input`` options of ``export`` and ``bench`` do.
+
+    Raises:
+        UsageError: not one positive integer, or two joined by ``x``; names ``what``.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    width, height = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+    if min(width, height) < 1:
+        raise UsageError(
+            f"{what} must look like 1920x1080 (width x height, positive) or 512, got {text!r}"
+        )
+    return height, width
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """The torch device for ``name``: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
 

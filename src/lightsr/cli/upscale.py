@@ -15,7 +15,13 @@ from lightsr.cli.runtime_options import (
     resolve_threads,
 )
 from lightsr.errors import UsageError
-from lightsr.options import AUTO_PRECISION, BACKENDS, DEFAULT_SCALE, DEVICE_HELP
+from lightsr.options import (
+    AUTO_PRECISION,
+    BACKENDS,
+    DEFAULT_SCALE,
+    DEVICE_HELP,
+    parse_output_size,
+)
 
 if TYPE_CHECKING:
     from lightsr.api import Upscaler
@@ -36,6 +42,8 @@ Exit status: 0 all written or skipped, 1 some image failed, 2 nothing done (usag
 
 Examples:
   lightsr upscale photo.jpg -o photo_x4.png
+  lightsr upscale photo.jpg -o photo_x2.5.png --scale 2.5    # built-in anyscale model
+  lightsr upscale photo.jpg -o wallpaper.png --size 3840x2160  # width x height
   lightsr upscale photo.jpg -o best_x4.png --quality best    # EMT, official weights
   lightsr upscale old.jpg -o old_x4.png --quality real       # noisy/JPEG photos: GAN model
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
@@ -64,8 +72,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument(
         "--weights", metavar="PATH", help="checkpoint file (.onnx with --backend onnxruntime)"
     )
-    parser.add_argument(
-        "--scale", type=int, metavar="S", help="upscaling factor (default: 4, or the weights')"
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scale",
+        type=float,
+        metavar="S",
+        help=(
+            "upscaling factor, 1 to 8 (default: 4, or the weights'); a non-integer one "
+            "(2.5) uses the built-in arbitrary-scale model 'anyscale' when no --model is "
+            "given. Output: round(height*S) x round(width*S)"
+        ),
+    )
+    size.add_argument(
+        "--size",
+        metavar="WxH",
+        help=(
+            "output size, width x height (1920x1080; one number: a square), whatever the "
+            "input's; uses the built-in 'anyscale' model unless --model/--weights name "
+            "another arbitrary-scale one"
+        ),
     )
     parser.add_argument("--tile", type=int, metavar="N", help="force N×N-pixel input tiles")
     parser.add_argument(
@@ -135,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     _apply_preset(args)
+    _check_scale_and_size(args)
     scaleout.check_arguments(args)
     if args.ray is not None:
         return scaleout.run_on_ray(args, _upscaler_options(args))
@@ -148,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         video_jobs = upscale_video.plan(args, videos, upscaler.scale)
     scale = upscaler.scale if upscaler is not None else args.scale or DEFAULT_SCALE
     check_existing([*jobs, *video_jobs], args.overwrite, args.skip_existing)
-    todo, decided = check_jobs(jobs, args.outscale or scale, args.max_pixels, args.skip_existing)
+    factor = 1.0 if args.size is not None else args.outscale or scale  # --size: at write
+    todo, decided = check_jobs(jobs, factor, args.max_pixels, args.skip_existing)
     failed_videos = 0
     if video_jobs:
         upscaler = upscaler or _upscaler(args)
@@ -239,28 +266,36 @@ def _upscaler(args: argparse.Namespace) -> Upscaler:
     upscaler = Upscaler(**options)
     print_precision_choice("upscale", upscaler, args.verbose)
     print_precision_note("upscale", upscaler.precision, upscaler.device.type)
+    if upscaler.hint:
+        print(f"lightsr upscale: note: {upscaler.hint}", file=sys.stderr)
     return upscaler
 
 
-def _plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
+def _plan(args: argparse.Namespace, inputs: list[str], scale: float) -> list[Job]:
     from lightsr.batch import plan_jobs
 
     if not inputs:
         return []
-    suffix = f"_x{args.outscale or scale:g}" if args.suffix is None else args.suffix
+    suffix = _default_suffix(args, scale) if args.suffix is None else args.suffix
     return plan_jobs(inputs, args.output, suffix, args.format, args.recursive)
+
+
+def _default_suffix(args: argparse.Namespace, scale: float) -> str:
+    """``_x4``, ``_x2.5`` (the outscale when given), or ``_1920x1080`` for ``--size``."""
+    if args.size is not None:
+        height, width = args.size
+        return f"_{width}x{height}"
+    return f"_x{args.outscale or scale:g}"
 
 
 def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :class:`~lightsr.api.Upscaler` that ``args`` give."""
-    from lightsr.inference import DEFAULT_TILE_OVERLAP
-
-    return {
+    options = {
         "model": args.model,
         "scale": args.scale,
         "weights": args.weights,
         "tile": args.tile,
-        "tile_overlap": DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        "tile_overlap": args.tile_overlap,
         "max_memory": None if args.max_memory is None else args.max_memory << 20,
         "precision": args.precision,
         "device": args.device,
@@ -268,11 +303,41 @@ def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
         "outscale": args.outscale,
         "threads": args.threads,
     }
+    if args.size is not None:
+        options["size"] = args.size
+    return options
+
+
+def _check_scale_and_size(args: argparse.Namespace) -> None:
+    """Parse ``--size`` (to (height, width)) and check what goes with ``--scale``/``--size``."""
+    from lightsr.anyscale import MAX_SCALE, MIN_SCALE
+
+    if args.scale is not None:
+        if not MIN_SCALE <= args.scale <= MAX_SCALE:
+            raise UsageError(
+                f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {args.scale:g}"
+            )
+        if args.scale == int(args.scale):
+            args.scale = int(args.scale)
+        elif args.outscale is not None:
+            raise UsageError("give a non-integer --scale or --outscale, not both")
+    if args.size is None:
+        return
+    args.size = parse_output_size(args.size, "--size")
+    if args.outscale is not None:
+        raise UsageError("give --size or --outscale, not both")
+    if args.ray is not None:
+        raise UsageError("--size does not run on Ray (--ray) yet; use --scale")
+    if args.model not in (None, "anyscale", "bicubic") and args.weights is None:
+        raise UsageError(
+            f"--size needs an arbitrary-scale model, and --model {args.model} upscales by a "
+            "fixed factor: leave --model out (the built-in 'anyscale' model) or use "
+            "--outscale F for the network's scale, then bicubic to F"
+        )
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     positive = {
-        "--scale": args.scale,
         "--tile": args.tile,
         "--max-memory": args.max_memory,
         "--threads": args.threads,

@@ -74,7 +74,7 @@ def split_inputs(inputs: list[str], recursive: bool) -> tuple[list[str], list[st
     return videos, images
 
 
-def plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
+def plan(args: argparse.Namespace, inputs: list[str], scale: float) -> list[Job]:
     """Pair each video among ``inputs`` with its output, checking the video options first.
 
     ``args.output`` is the output file when the command's only input is one video and it
@@ -89,7 +89,12 @@ def plan(args: argparse.Namespace, inputs: list[str], scale: int) -> list[Job]:
         raise UsageError("--outscale applies to images, not videos")
     _options(args).check()
     output = Path(args.output)
-    suffix = f"_x{scale}" if args.suffix is None else args.suffix
+    if args.suffix is not None:
+        suffix = args.suffix
+    elif getattr(args, "size", None) is not None:
+        suffix = f"_{args.size[1]}x{args.size[0]}"
+    else:
+        suffix = f"_x{scale:g}"
     found = find_inputs(inputs, args.recursive, VIDEO_SUFFIXES)
     single = len(args.inputs) == 1 and Path(inputs[0]).is_file()
     if single and output.suffix and not output.is_dir():

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from lightsr.api import BICUBIC, DEFAULT_SCALE, Upscaler
-from lightsr.errors import ImageError, UsageError
+from lightsr.api import DEFAULT_SCALE, Upscaler, model_scales
+from lightsr.errors import ImageError
 from lightsr.io import decode_image, encode_image
 from lightsr.options import AUTO_PRECISION
 from lightsr.serve.errors import ServeError
@@ -24,7 +24,6 @@ MODEL_LABELS = {
     DEFAULT_MODEL: "Default (fast; clean images)",
     "real": "Real photo (noise, blur, JPEG)",
 }
-BICUBIC_SCALES = (2, 3, 4)
 # File extension and media type of each output format a request may ask for.
 FORMATS = {
     "png": (".png", "image/png"),
@@ -44,30 +43,14 @@ class EngineOptions:
 
 
 def served_scales(name: str) -> tuple[int, ...]:
-    """Scales that model ``name`` can be served at, as ``--model`` accepts it.
-
-    A built-in model (``"default"``, ``"real"``) has its weights' scales, ``"bicubic"`` 2-4,
-    a published checkpoint its own, and a network name the scales it has published weights
-    for.
+    """Integer scales that model ``name`` can be served at, as ``--model`` accepts it
+    (:func:`lightsr.api.model_scales`); an arbitrary-scale model (``"anyscale"``) also
+    serves any scale between 1 and 8.
 
     Raises:
         UsageError: unknown name, or a network without published weights.
     """
-    from lightsr.archs.registry import get_arch
-    from lightsr.hub import find_official, get_official, official_names
-    from lightsr.models import BUILTIN_MODELS, builtin_scales
-
-    if name in BUILTIN_MODELS:
-        return builtin_scales(name)
-    if name == BICUBIC:
-        return BICUBIC_SCALES
-    if name in official_names():
-        return (get_official(name).scale,)
-    spec = get_arch(name)
-    scales = tuple(s for s in spec.scales if find_official(spec.name, s) is not None)
-    if not scales:
-        raise UsageError(f"{name} has no published weights to serve")
-    return scales
+    return model_scales(name)
 
 
 class ModelPool:
