@@ -18,6 +18,7 @@ METRICS = ("psnr", "niqe")
 
 if TYPE_CHECKING:
     from lightsr.evaluate import EvalResult
+    from lightsr.models import SRModel
 
 EPILOG = """\
 DIR holds HR/ images and optionally LR_bicubic/X<S>/<name>x<S>.png (EDSR naming); without
@@ -27,11 +28,21 @@ only NIQE (--metric niqe) can score them. NIQE (lower is better) is that of the 
 release on the Y channel of the whole output (no border cropped, as BasicSR's NIQE script
 and real-world SR papers); PSNR/SSIM ignore an S-pixel border.
 
+Any scale: S may be any number between 1 and 8 (2.5, 6) for bicubic, arbitrary-scale
+models (--model anyscale, LTE weights) and --outscale-from. The LR size rule is then the
+official LIIF/LTE one: LR floor(H/S) x floor(W/S), HR cropped (top-left) to round(h*S) x
+round(w*S), LR = MATLAB bicubic of that crop (uint8); for integer S it is the mod-crop rule
+above, and official LR files are used where present. A non-integer S ignores a ceil(S)-pixel
+border. --outscale-from N scores a xN network followed by MATLAB bicubic resizing of its
+uint8 output to the xS size (what `lightsr upscale --scale N --outscale S` gives).
+
 Examples:
   lightsr eval --data Set5 --scale 4 --model bicubic
   lightsr eval --data Set14 --scale 2 --weights runs/fmen_x2/best.safetensors --json
   lightsr eval --data Set5 --model fmen_s --backend onnxruntime --precision int8
   lightsr eval --data RealSRSet --scale 4 --metric niqe
+  lightsr eval --data Set14 --scale 6 --model anyscale
+  lightsr eval --data Set14 --scale 6 --model default --outscale-from 4
 """
 
 
@@ -46,7 +57,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="test-set folder")
-    parser.add_argument("--scale", type=int, default=4, metavar="S", help="upscaling factor")
+    parser.add_argument(
+        "--scale",
+        type=_scale,
+        default=4,
+        metavar="S",
+        help="upscaling factor (default 4); non-integers for arbitrary-scale models",
+    )
+    parser.add_argument(
+        "--outscale-from",
+        type=int,
+        metavar="N",
+        help="run the network at xN and resize its output to xS with MATLAB bicubic "
+        "(baseline for scales it lacks)",
+    )
     parser.add_argument(
         "--metric",
         default="psnr",
@@ -69,26 +93,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _scale(text: str) -> int | float:
+    """``--scale``: ``"4"`` → 4, ``"2.5"`` → 2.5 (range checked by lightsr.evaluate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
+# The network scale to load when --scale is not an integer (arbitrary-scale weights are
+# scale-free; a fixed-scale model then needs --outscale-from): lightsr.api.DEFAULT_SCALE.
+DEFAULT_NETWORK_SCALE = 4
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
-    from lightsr.api import Upscaler
+    from lightsr.api import BICUBIC, Upscaler
+    from lightsr.errors import UsageError
     from lightsr.evaluate import evaluate, find_test_images
+    from lightsr.options import resolve_device
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_test_images(args.data, args.scale, args.metric)
+    if args.outscale_from is not None and args.model == BICUBIC and args.weights is None:
+        raise UsageError("--outscale-from needs a network, not bicubic")
     threads = resolve_threads(args.threads)
+    wanted = args.scale if args.outscale_from is None else args.outscale_from
+    network_scale = wanted if isinstance(wanted, int) else DEFAULT_NETWORK_SCALE
     # The deploy form in its inference layout (torch), or the (quantised) export.
-    upscaler = Upscaler(
-        model=args.model,
-        scale=args.scale,
-        weights=args.weights,
-        precision=args.precision,
-        device=args.device,
-        backend=args.backend,
-        threads=threads,
-    )
+    options = {
+        "precision": args.precision,
+        "device": args.device,
+        "backend": args.backend,
+        "threads": threads,
+    }
+    if args.backend == "torch" and not (args.model == BICUBIC and args.weights is None):
+        # Loaded here, not by Upscaler: arbitrary-scale weights serve every scale. A bad
+        # device is reported before any model is loaded, as Upscaler does.
+        resolve_device(args.device)
+        network = _load_network(args.model, args.weights, network_scale)
+        upscaler = Upscaler(model=network, **options)
+    else:
+        upscaler = Upscaler(model=args.model, scale=network_scale, weights=args.weights, **options)
     print_precision_note("eval", args.precision, upscaler.device.type)
-    result = evaluate(args.data, args.scale, upscaler.network, progress=True, metric=args.metric)
+    result = evaluate(
+        args.data,
+        args.scale,
+        upscaler.network,
+        progress=True,
+        metric=args.metric,
+        outscale_from=args.outscale_from,
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -96,12 +152,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_network(model: str | None, weights: str | None, scale: int) -> SRModel:
+    """``--weights`` as they are (the scale is checked by lightsr.evaluate, so that
+    arbitrary-scale weights serve any scale), else ``--model`` resolved at ``scale``."""
+    from lightsr import models
+
+    if weights is not None:
+        return models.load_model(weights)
+    return models.resolve_model(model, None, scale)
+
+
 def _print_table(result: EvalResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from lightsr.evaluate import scale_label
+
     columns = [column for column in _COLUMNS if getattr(result, column[0]) is not None]
-    table = Table(title=f"{result.dataset} x{result.scale} — {result.model}")
+    label = scale_label(result.scale)
+    model = result.model
+    if result.outscale_from is not None:
+        model += f" x{scale_label(result.outscale_from)} + bicubic"
+    table = Table(title=f"{result.dataset} x{label} — {model}")
     table.add_column("image")
     for _, heading, _ in columns:
         table.add_column(heading, justify="right")
@@ -114,10 +186,18 @@ def _print_table(result: EvalResult) -> None:
     console.print(table)
     notes = []
     if result.psnr is not None:
-        notes.append(f"PSNR/SSIM on the Y channel, {result.scale}-pixel border ignored")
+        rounded = "" if isinstance(result.scale, int) else f" (x{label} rounded up)"
+        notes.append(f"PSNR/SSIM on the Y channel, {result.border}-pixel border ignored{rounded}")
     if result.niqe is not None:
         notes.append("NIQE on the whole Y channel")
-    console.print(f"[dim]{'; '.join([*notes, _SOURCES[result.lr_source]])}[/dim]")
+    notes.append(_SOURCES[result.lr_source])
+    if result.lr_rule is not None:
+        notes.append(_RULES[result.lr_rule].format(s=label))
+    if result.outscale_from is not None:
+        notes.append(
+            f"x{scale_label(result.outscale_from)} output resized to x{label} by MATLAB bicubic"
+        )
+    console.print(f"[dim]{'; '.join(notes)}[/dim]")
 
 
 # Result attribute, column heading and number format of each metric, in table order.
@@ -133,4 +213,11 @@ _SOURCES = {
     "degraded": "degraded LR files (LR_degraded)",
     "generated": "LR made by bicubic downscaling",
     "folder": "no ground truth: the folder's images are the inputs",
+}
+
+# Footer words for EvalResult.lr_rule ({s}: the scale).
+_RULES = {
+    "modcrop": "HR cropped to a multiple of {s}",
+    "liif": "LIIF/LTE size rule: LR floor(H/{s}) x floor(W/{s}), HR cropped to "
+    "round(h*{s}) x round(w*{s})",
 }
