@@ -18,6 +18,8 @@ from torch import nn
 
 from lightsr.api import Upscaler, upscale
 from lightsr.archs import build_model, list_models
+from lightsr.archs.registry import arch_specs
+from lightsr.checkpoint import save_safetensors
 from lightsr.cli import main
 from lightsr.errors import CheckpointError, ExportError, UsageError
 from lightsr.export import (
@@ -53,10 +55,12 @@ SMALL = {
     # 48-px windows at 192 channels would need GiBs of attention scores in ORT.
     "esc_xl": {"n_blocks": 1, "conv_blocks": 1, "dim": 48, "pdim": 16, "num_heads": 3},
 }
+# Arbitrary-scale networks (LTE heads) are refused: test_arbitrary_scale_export_is_refused.
+ARBITRARY = {spec.name for spec in arch_specs() if spec.arbitrary_scale}
 # EMT traces slowly (about a minute per export on 2 cores); ×2 and ×3 only add the tails.
 CASES = [
     pytest.param(case, marks=pytest.mark.slow) if case in ("emt_x2", "emt_x3") else case
-    for case in sorted(set(list_models()) | set(OFFICIAL))
+    for case in sorted((set(list_models()) | set(OFFICIAL)) - ARBITRARY)
 ]
 TOLERANCE = 1e-3
 
@@ -92,7 +96,22 @@ def exported(request, tmp_path_factory):
 
 def test_every_variant_is_covered():
     covered = {case if isinstance(case, str) else case.values[0] for case in CASES}
-    assert set(list_models()) | set(OFFICIAL) == covered
+    assert set(list_models()) | set(OFFICIAL) == covered | ARBITRARY
+    assert {"esc_lte", "fmen_s_lte"} <= ARBITRARY
+
+
+@pytest.mark.parametrize("variant", sorted(ARBITRARY))
+def test_arbitrary_scale_export_is_refused(tmp_path, capsys, variant):
+    model = _wrap(build_model(variant, 4).eval(), variant)
+    with pytest.raises(UsageError, match="export of arbitrary-scale models is not supported"):
+        export_onnx(model, tmp_path / "m.onnx")
+    weights = tmp_path / f"{variant}.safetensors"
+    save_safetensors(model.module.state_dict(), weights)
+    code = main(["export", "--weights", str(weights), "-o", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{variant}: export of arbitrary-scale models is not supported yet" in err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_matches_torch_at_untraced_sizes(exported):

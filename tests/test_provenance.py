@@ -28,7 +28,10 @@ NON_DEFAULT = [
     ("esc_real", 4, {"n_blocks": 2}),
     ("emt", 2, {"n_blocks": 2, "n_layers": 4}),
 ]
-CASES = [(spec.name, spec.scales[0], {}) for spec in arch_specs()] + NON_DEFAULT
+# Arbitrary-scale weights serve every scale; their files say x4 (the nominal scale).
+CASES = [
+    (spec.name, 4 if spec.arbitrary_scale else spec.scales[0], {}) for spec in arch_specs()
+] + NON_DEFAULT
 
 
 def _built(variant: str, scale: int, config: dict) -> torch.nn.Module:

@@ -88,8 +88,9 @@ def _fast_and_faithful(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
 
 
 # ESC has one forward path (docs/architecture note in lightsr.archs.blocks): no fast path to
-# compare, which test_single_path_networks_never_ask_for_the_fast_path checks.
-SINGLE_PATH = {spec.name for spec in arch_specs() if spec.family == "esc"}
+# compare, which test_single_path_networks_never_ask_for_the_fast_path checks. So has
+# esc_lte (ESC's body as the encoder; the LTE head has one path too).
+SINGLE_PATH = {spec.name for spec in arch_specs() if spec.family == "esc"} | {"esc_lte"}
 
 
 def _fast_path_queries(variant: str, monkeypatch) -> int:

@@ -66,9 +66,15 @@ def export_onnx(
         static: fixed (height, width) instead of dynamic ones; the batch stays dynamic.
 
     Raises:
-        UsageError: bad path, opset or static size.
+        UsageError: bad path, opset or static size, or an arbitrary-scale network (its
+            output size is a float scale of the input's: not exported yet).
         ExportError: the network cannot be exported with dynamic sizes (see the module doc).
     """
+    if model.arbitrary_scale:
+        raise UsageError(
+            f"{model.variant}: export of arbitrary-scale models is not supported yet "
+            "(use the torch backend)"
+        )
     path = _checked_output(path)
     if opset < MIN_OPSET:
         raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}")
