@@ -69,8 +69,7 @@ def assert_one_error_line(capsys, reason: str) -> None:
         (["--data", "{set5}", "--scale", "4", "--model", "x", "--device", "tpu9"], "device"),
         (["--data", "{set5}", "--scale", "8.5", "--model", "bicubic"], "scale"),
         (["--data", "{set5}", "--scale", "6", "--outscale-from", "4"], "needs a network"),
-        # The built-in x4 model at a scale it lacks: points to --outscale-from.
-        (["--data", "{set5}", "--scale", "2.5"], "not x2.5; to score it followed by"),
+        (["--data", "{set5}", "--scale", "2.5", "--model", "default"], "anyscale"),
         (["--data", "{set5}", "--scale", "6"], "no built-in default model for x6"),
     ],
 )
@@ -190,3 +189,12 @@ def test_table_names_the_size_rule_and_the_rounded_border(capsys, small_set):
     assert "x2.5 — bicubic" in out
     assert "3-pixel border ignored (x2.5 rounded up)" in out
     assert "LR floor(H/2.5) x floor(W/2.5), HR cropped to round(h*2.5) x round(w*2.5)" in out
+
+
+def test_builtin_anyscale_model(capsys, small_set):
+    if not lightsr.models.builtin_weights_path("anyscale").is_file():
+        pytest.skip("the built-in anyscale weights are not in this checkout")
+    args = ["eval", "--model", "anyscale", "--data", str(small_set), "--scale", "6"]
+    assert main([*args, "--device", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["model"], summary["scale"], summary["lr_rule"]) == ("fmen_s_lte", 6, "modcrop")

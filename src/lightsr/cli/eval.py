@@ -102,11 +102,6 @@ def _scale(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-# The network scale to load when --scale is not an integer (arbitrary-scale weights are
-# scale-free; a fixed-scale model then needs --outscale-from): lightsr.api.DEFAULT_SCALE.
-DEFAULT_NETWORK_SCALE = 4
-
-
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.api import BICUBIC, Upscaler
@@ -119,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if args.outscale_from is not None and args.model == BICUBIC and args.weights is None:
         raise UsageError("--outscale-from needs a network, not bicubic")
     threads = resolve_threads(args.threads)
-    wanted = args.scale if args.outscale_from is None else args.outscale_from
-    network_scale = wanted if isinstance(wanted, int) else DEFAULT_NETWORK_SCALE
+    # Without --model, a non-integer scale is the built-in anyscale model (as upscale).
+    network_scale = args.scale if args.outscale_from is None else args.outscale_from
     # The deploy form in its inference layout (torch), or the (quantised) export.
     options = {
         "precision": args.precision,
@@ -152,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_network(model: str | None, weights: str | None, scale: int) -> SRModel:
+def _load_network(model: str | None, weights: str | None, scale: float) -> SRModel:
     """``--weights`` as they are (the scale is checked by lightsr.evaluate, so that
     arbitrary-scale weights serve any scale), else ``--model`` resolved at ``scale``."""
     from lightsr import models
