@@ -28,6 +28,7 @@ from lightsr.bench import (
     select_models,
 )
 from lightsr.bench import plot as bench_plot
+from lightsr.bench.complexity import count_arbitrary_complexity
 from lightsr.cli import main
 from lightsr.errors import UsageError
 from tests.conftest import shared_file
@@ -319,3 +320,80 @@ def test_cli_onnxruntime_backend_runs_the_cached_export(tmp_path, monkeypatch, c
     assert (row["backend"], row["form"], row["error"]) == ("onnxruntime", "deploy", None)
     assert row["latency_median_s"] > 0 and row["runs"] == 2
     assert len(list((tmp_path / "onnx").glob("fmen_s_x4_fp32_*.onnx"))) == 1
+
+
+# ------------------------------------------------------------- arbitrary-scale networks
+
+# LTE head per output pixel: for each of 4 neighbours the MLP (3 × 256→256 and 256→3),
+# plus the phase layer (2→128) once per query. Biases are not multiply-adds.
+LTE_HEAD_MACS = 4 * (3 * 256 * 256 + 256 * 3) + 2 * 128
+
+
+@pytest.mark.parametrize("variant", ["fmen_s_lte", "esc_lte"])
+def test_arbitrary_scale_counts_split_encoder_and_head(variant):
+    module = build_model(variant).eval()
+    split = count_arbitrary_complexity(module, (1, 3, 32, 32), (80, 72))
+    assert split.head_macs_per_pixel == LTE_HEAD_MACS
+    assert split.head_macs_per_mpx == LTE_HEAD_MACS * 10**6
+    # The encoder part holds the trunk and the coef/freq 3x3 convs (per LR pixel).
+    coef_freq = 2 * 9 * module.encoder.out_dim * 256 * 32 * 32
+    trunk = count_complexity(_Features(module.encoder), (1, 3, 32, 32))
+    assert split.encoder.macs == trunk.macs + coef_freq
+    assert split.encoder.convs == trunk.convs + 2
+    assert split.total.macs == split.encoder.macs + LTE_HEAD_MACS * 80 * 72
+    assert split.total.params == trunk.params + sum(
+        p.numel() for name, p in module.named_parameters() if not name.startswith("encoder.")
+    )
+
+
+class _Features(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.features(x)
+
+
+def test_measure_arbitrary_scale_network_reports_the_head_apart():
+    settings = BenchSettings(scale=2.5, size=(16, 20), runs=2, warmup=0)
+    row = measure_network("fmen_s_lte", settings)
+    assert (row.variant, row.scale, row.output, row.error) == ("fmen_s_lte", 2.5, "40x50", None)
+    assert row.head_macs_per_mpx == LTE_HEAD_MACS * 10**6
+    assert row.macs == row.encoder_macs + LTE_HEAD_MACS * 40 * 50
+    # Timings are not asserted (loaded machines); only that both parts were measured.
+    assert row.encoder_latency_s > 0 and row.head_latency_s > 0
+    assert row.head_s_per_mpx == pytest.approx(row.head_latency_s / (40 * 50 / 1e6))
+    assert BenchRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+
+
+def test_fixed_scale_rows_have_no_arbitrary_fields():
+    row = measure_network("fmen_s", TINY)
+    assert row.output is None and row.encoder_macs is None and row.head_s_per_mpx is None
+
+
+def test_select_arbitrary_scale_models():
+    # At integer scales `all` is the fixed-scale networks; arbitrary ones are named.
+    assert not {"esc_lte", "fmen_s_lte"} & set(select_models("all", 4))
+    assert select_models("all", 2.5) == ["esc_lte", "fmen_s_lte"]
+    assert select_models("fmen_s_lte,fmen_s", 4) == ["fmen_s_lte", "fmen_s"]
+    assert select_models("fmen_s_lte", 6) == ["fmen_s_lte"]
+    with pytest.raises(UsageError, match=r"fmen_s does not support x2\.5"):
+        select_models("fmen_s", 2.5)
+    with pytest.raises(UsageError, match="upscales by 1 to 8, not x9"):
+        select_models("fmen_s_lte", 9)
+    ort = BenchSettings(backend="onnxruntime")
+    with pytest.raises(UsageError, match="export of arbitrary-scale models is not supported"):
+        select_models("fmen_s_lte", 4, ort)
+    with pytest.raises(UsageError, match="--compile"):
+        select_models("all", 2.5, BenchSettings(compile=True))
+    assert "fmen_s_lte" not in select_models("all", 4, ort)
+
+
+def test_cli_json_of_an_arbitrary_scale_network(capsys):
+    argv = ["bench", "--models", "fmen_s_lte", "--scale", "3.5", "--input", "12x16"]
+    assert main([*argv, "--runs", "1", "--warmup", "0", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["scale"], row["output"], row["error"]) == (3.5, "42x56", None)
+    for key in ("encoder_macs", "head_macs_per_mpx", "encoder_latency_s", "head_s_per_mpx"):
+        assert row[key] is not None, key

@@ -1,4 +1,9 @@
-"""Size and compute of one forward pass: parameters, MACs, conv activations and layers."""
+"""Size and compute of one forward pass: parameters, MACs, conv activations and layers.
+
+Arbitrary-scale networks (LTE heads) are counted in two parts
+(:func:`count_arbitrary_complexity`): what runs per LR pixel (encoder and the head's
+``coef``/``freq`` convs) and what runs per output pixel (the MLP queries).
+"""
 
 from __future__ import annotations
 
@@ -74,6 +79,72 @@ def count_complexity(module: nn.Module, input_shape: Sequence[int]) -> Complexit
     except (NotImplementedError, RuntimeError):
         counts = _count_forward(_frozen_copy(module, "cpu"), torch.rand(input_shape))
     return replace(counts, params=params)
+
+
+@dataclass(frozen=True)
+class ArbitraryComplexity:
+    """Compute of an arbitrary-scale network (:class:`lightsr.archs.lte.LTE`), split.
+
+    Attributes:
+        total: the whole forward at one input and output size (``macs`` = encoder + head).
+        encoder: the encoder *and* the head's ``coef``/``freq`` 3×3 convs: everything that
+            runs once per LR pixel (activations and convs are all here).
+        head_macs_per_pixel: the query side, per output pixel: the phase layer and the MLP
+            for each of the four neighbours. It does not depend on the scale.
+    """
+
+    total: Complexity
+    encoder: Complexity
+    head_macs_per_pixel: int
+
+    @property
+    def head_macs_per_mpx(self) -> int:
+        """Head MACs per output megapixel (10⁶ pixels)."""
+        return self.head_macs_per_pixel * 1_000_000
+
+
+class _Encode(nn.Module):
+    """The per-LR-pixel part of an LTE network as one module (for counting)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.network.encode(x)
+        return features.coef, features.freq
+
+
+# Output pixels rendered to count the head (any number gives the same per-pixel count).
+_HEAD_PROBE_SIDE = 8
+
+
+def head_macs_per_pixel(module: nn.Module) -> int:
+    """MACs of an LTE head per output pixel, counted on a small render on the CPU (from
+    random features: the encoder does not run)."""
+    from lightsr.archs.lte import Features
+
+    frozen = _frozen_copy(module, "cpu").eval()
+    side, hidden = _HEAD_PROBE_SIDE, frozen.coef.out_channels
+    with torch.inference_mode():
+        coef, freq = (torch.rand(1, side * side, hidden) for _ in range(2))
+        features = Features(coef, freq, torch.rand(1, 3, side, side), (0, 0), (side, side))
+        out = (2 * side, 2 * side)
+        with flop_counter() as counter:
+            frozen.render(features, out, (0, out[0]), (0, out[1]), (2.0, 2.0))
+    return counter.get_total_flops() // 2 // (out[0] * out[1])
+
+
+def count_arbitrary_complexity(
+    module: nn.Module, input_shape: Sequence[int], output_size: tuple[int, int]
+) -> ArbitraryComplexity:
+    """:func:`count_complexity` of an LTE network upscaling ``input_shape`` to
+    ``output_size``, with the encoder and the head apart (see :class:`ArbitraryComplexity`)."""
+    encoder = count_complexity(_Encode(module), input_shape)
+    per_pixel = head_macs_per_pixel(module)
+    head = per_pixel * output_size[0] * output_size[1] * input_shape[0]
+    total = replace(encoder, macs=encoder.macs + head, macs_executed=encoder.macs_executed + head)
+    return ArbitraryComplexity(total=total, encoder=encoder, head_macs_per_pixel=per_pixel)
 
 
 def _frozen_copy(module: nn.Module, device: str) -> nn.Module:

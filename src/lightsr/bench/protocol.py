@@ -23,7 +23,7 @@ from torch import nn
 
 from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
-from lightsr.bench.complexity import count_complexity
+from lightsr.bench.complexity import count_arbitrary_complexity, count_complexity
 from lightsr.bench.memory import MemoryProbe
 from lightsr.bench.settings import BenchRow, BenchSettings
 from lightsr.deploy import deploy_module, has_deploy_form
@@ -33,6 +33,8 @@ from lightsr.options import check_scale, resolve_precision
 # Side of the priming input of the robust protocol: large enough for every network's
 # minimum size and for ONNX exports (32), small enough to cost nothing.
 PRIME_SIDE = 32
+# Largest scale an arbitrary-scale network is benchmarked at (as lightsr upscale takes).
+ARBITRARY_MAX_SCALE = 8
 WORKER_MODULE = "lightsr.bench.worker"
 
 
@@ -44,11 +46,14 @@ class Runner:
     """One backend's forward pass and its inputs.
 
     ``make_input(height, width)`` returns an input the forward accepts, already on the
-    device; ``forward`` runs the network on it and waits for the result.
+    device; ``forward`` runs the network on it and waits for the result. An
+    arbitrary-scale network's forward also appends (encoder seconds, head seconds) to
+    ``parts`` each time.
     """
 
     forward: Callable[[Any], Any]
     make_input: Callable[[int, int], Any]
+    parts: list[tuple[float, float]] | None = None
 
 
 def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
@@ -88,6 +93,44 @@ def _torch_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) ->
             torch.cuda.synchronize(device)
 
     return Runner(forward=forward, make_input=make_input)
+
+
+def output_size(settings: BenchSettings) -> tuple[int, int]:
+    """Output (height, width) at the benchmark's input size and scale (rounded, as
+    arbitrary-scale networks and ``lightsr upscale`` size a non-integer scale)."""
+    height, width = settings.size
+    return round(height * settings.scale), round(width * settings.scale)
+
+
+def _arbitrary_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> Runner:
+    """Eager PyTorch for an arbitrary-scale network (:class:`lightsr.archs.lte.LTE`): the
+    whole image encoded, then rendered to ``scale`` × its size in one piece; the encoder
+    (with the head's ``coef``/``freq`` convs) and the head (queries) are timed apart."""
+    device = torch.device(settings.device)
+    dtype = resolve_precision(settings.precision)
+    module = to_inference_layout(module.to(device=device, dtype=dtype).eval())
+    scale = (float(settings.scale), float(settings.scale))
+    parts: list[tuple[float, float]] = []
+
+    def make_input(height: int, width: int) -> torch.Tensor:
+        return torch.rand(1, 3, height, width).to(device=device, dtype=dtype)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def forward(x: torch.Tensor) -> None:
+        height, width = x.shape[-2:]
+        size = (round(height * scale[0]), round(width * scale[1]))
+        start = time.perf_counter()
+        features = module.encode(x)
+        synchronize()
+        encoded = time.perf_counter()
+        module.render(features, size, (0, size[0]), (0, size[1]), scale)
+        synchronize()
+        parts.append((encoded - start, time.perf_counter() - encoded))
+
+    return Runner(forward=forward, make_input=make_input, parts=parts)
 
 
 def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> Runner:
@@ -133,9 +176,16 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
     spec = _checked_spec(variant, settings)
     pin_threads(settings.threads)
     torch.manual_seed(0)
-    built = build_model(spec.name, settings.scale).eval()
+    # An arbitrary-scale network is built at its nominal scale; the runner renders any.
+    build_scale = max(spec.scales) if spec.arbitrary_scale else settings.scale
+    built = build_model(spec.name, build_scale).eval()
     module, form = deploy_form(built)
-    make_runner = _onnx_runner if settings.backend == "onnxruntime" else _torch_runner
+    if spec.arbitrary_scale:
+        make_runner = _arbitrary_runner
+    elif settings.backend == "onnxruntime":
+        make_runner = _onnx_runner
+    else:
+        make_runner = _torch_runner
     # The ONNX exporter re-parameterises on its own copy.
     runner = make_runner(built if settings.backend == "onnxruntime" else module, spec, settings)
     probe = MemoryProbe(torch.device(settings.device))
@@ -145,7 +195,13 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
     peak = probe.peak_mib()
     # Counted last: a forward before timing would warm up the ntire protocol's cold start.
     height, width = (_padded_side(side, spec) for side in settings.size)
-    complexity = count_complexity(module, (1, 3, height, width))
+    arbitrary: dict[str, Any] = {}
+    if spec.arbitrary_scale:
+        split = count_arbitrary_complexity(module, (1, 3, height, width), output_size(settings))
+        complexity = split.total
+        arbitrary = _arbitrary_fields(split, runner.parts[-len(times) :], settings)
+    else:
+        complexity = count_complexity(module, (1, 3, height, width))
     return _row(
         spec.family,
         spec.name,
@@ -166,12 +222,51 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
         memory_metric=probe.metric,
         compiled=settings.compile,
         compile_s=compile_s,
+        **arbitrary,
     )
+
+
+def _arbitrary_fields(
+    split: Any, parts: list[tuple[float, float]], settings: BenchSettings
+) -> dict[str, Any]:
+    """The encoder/head fields of an arbitrary-scale network's row (see BenchRow)."""
+    out_h, out_w = output_size(settings)
+    megapixels = out_h * out_w / 1e6
+    head_s = statistics.median(head for _, head in parts)
+    return {
+        "output": f"{out_h}x{out_w}",
+        "encoder_macs": split.encoder.macs,
+        "head_macs_per_mpx": split.head_macs_per_mpx,
+        "encoder_latency_s": statistics.median(encoder for encoder, _ in parts),
+        "head_latency_s": head_s,
+        "head_s_per_mpx": head_s / megapixels,
+    }
+
+
+def check_arbitrary_settings(spec: ArchSpec, settings: BenchSettings) -> None:
+    """Raise :class:`UsageError` for settings an arbitrary-scale network cannot run with."""
+    if settings.backend == "onnxruntime":
+        raise UsageError(
+            f"{spec.name}: export of arbitrary-scale models is not supported yet "
+            "(no onnxruntime backend)"
+        )
+    if settings.compile:
+        raise UsageError(f"{spec.name}: --compile does not apply to arbitrary-scale networks")
+
+
+def _check_bench_scale(spec: ArchSpec, scale: float) -> None:
+    if spec.arbitrary_scale:
+        if not 1 <= scale <= ARBITRARY_MAX_SCALE:
+            raise UsageError(f"{spec.name} upscales by 1 to {ARBITRARY_MAX_SCALE}, not x{scale:g}")
+    else:
+        check_scale(spec.name, spec.scales, scale)
 
 
 def _checked_spec(variant: str, settings: BenchSettings) -> ArchSpec:
     spec = get_arch(variant)
-    check_scale(spec.name, spec.scales, settings.scale)
+    _check_bench_scale(spec, settings.scale)
+    if spec.arbitrary_scale:
+        check_arbitrary_settings(spec, settings)
     if min(settings.size) < spec.min_size:
         raise UsageError(f"{spec.name} needs inputs of at least {spec.min_size} px per side")
     return spec
@@ -223,20 +318,34 @@ def _timed(forward: Callable[[Any], Any], x: Any) -> float:
 # ------------------------------------------------------------------------- orchestration
 
 
-def select_models(names: str, scale: int) -> list[str]:
+def select_models(names: str, scale: float, settings: BenchSettings | None = None) -> list[str]:
     """Registry names for ``--models``: ``"all"`` or a comma-separated list.
 
-    ``"all"`` means every variant defined at ``scale``. Explicit names are checked.
+    ``"all"`` means every fixed-scale variant defined at ``scale``; arbitrary-scale ones
+    (whose head costs about 0.8 T MACs per output megapixel: minutes per network at the
+    default sizes on a CPU) are measured when named, or by ``"all"`` at a non-integer
+    ``scale``, where they are the only ones, and never where ``settings`` asks for what
+    they do not support (onnxruntime, compile). Explicit names are checked.
 
     Raises:
-        UsageError: an unknown name, or a named variant that does not support ``scale``.
+        UsageError: an unknown name, or a named variant that does not support ``scale`` or
+            ``settings``.
     """
+    settings = settings or BenchSettings()
     if names.strip().lower() == "all":
-        return [spec.name for spec in arch_specs() if scale in spec.scales]
+        if scale == int(scale):
+            return [s.name for s in arch_specs() if not s.arbitrary_scale and scale in s.scales]
+        arbitrary = [spec for spec in arch_specs() if spec.arbitrary_scale]
+        for spec in arbitrary:
+            _check_bench_scale(spec, scale)
+            check_arbitrary_settings(spec, settings)
+        return [spec.name for spec in arbitrary]
     selected = []
     for name in filter(None, (part.strip() for part in names.split(","))):
         spec = get_arch(name)
-        check_scale(spec.name, spec.scales, scale)
+        _check_bench_scale(spec, scale)
+        if spec.arbitrary_scale:
+            check_arbitrary_settings(spec, settings)
         if spec.name not in selected:
             selected.append(spec.name)
     if not selected:

@@ -24,7 +24,7 @@ class BenchSettings:
     """How to benchmark (one setting for all networks of a run).
 
     Attributes:
-        scale: upscale factor.
+        scale: upscale factor (any number from 1 to 8 for arbitrary-scale networks).
         size: LR input (height, width).
         device: ``"cpu"`` or ``"cuda"``.
         backend: ``"torch"`` (eager) or ``"onnxruntime"`` (the network's ONNX export).
@@ -36,7 +36,7 @@ class BenchSettings:
         compile: run the torch backend through ``torch.compile`` (see :mod:`lightsr.bench`).
     """
 
-    scale: int = 4
+    scale: int | float = 4
     size: tuple[int, int] = (256, 256)
     device: str = "cpu"
     backend: str = "torch"
@@ -101,12 +101,19 @@ class BenchRow:
     :class:`lightsr.models.SRModel`. ``form`` is ``"deploy"`` when the network was
     re-parameterised before measuring. Latencies are in seconds; a failed network has
     ``error`` set and ``None`` for what could not be measured.
+
+    Arbitrary-scale networks (LTE) also report their two parts, ``None`` for others:
+    ``output`` (``"HxW"``, the rendered size), ``encoder_macs`` (encoder *plus* the head's
+    ``coef``/``freq`` 3×3 convs, which run once per LR pixel) and ``encoder_latency_s``;
+    the head's queries (phase layer and MLP, per output pixel) as ``head_macs_per_mpx``
+    (per output megapixel, independent of the scale), ``head_latency_s`` and
+    ``head_s_per_mpx``. ``macs`` is the encoder plus the head at ``output``.
     """
 
     model: str
     variant: str
     form: str
-    scale: int
+    scale: int | float
     input: str
     backend: str
     device: str
@@ -128,6 +135,12 @@ class BenchRow:
     memory_metric: str = ""
     compiled: bool = False
     compile_s: float | None = None
+    output: str | None = None
+    encoder_macs: int | None = None
+    head_macs_per_mpx: int | None = None
+    encoder_latency_s: float | None = None
+    head_latency_s: float | None = None
+    head_s_per_mpx: float | None = None
     error: str | None = None
 
     @property

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from lightsr.cli.eval import parse_scale
 from lightsr.cli.runtime_options import add_precision_argument, print_precision_note
 from lightsr.options import (
     BACKENDS,
@@ -29,12 +30,21 @@ MACs count convolutions and matrix products, attention included; FLOPs = 2 x MAC
 Activations and convs follow the NTIRE definitions (outputs / number of Conv2d layers).
 Peak memory: CUDA max_memory_allocated; on the CPU, the peak RSS rise during the forwards.
 
+Arbitrary-scale networks (esc_lte, fmen_s_lte; S may be any number from 1 to 8 for them)
+are measured in two parts, printed under the table and in --json: the encoder, which
+includes the head's coef/freq 3x3 convs (they run once per LR pixel), in MACs and ms per
+input; and the head's queries (phase layer + MLP on 4 neighbours, per output pixel) in
+MACs and seconds per output megapixel. MACs = encoder + head at the output size. They run
+on the torch backend without --compile only. --models all leaves them out at integer
+scales (their head costs about 0.8 T MACs per output megapixel): name them.
+
 Examples:
   lightsr bench --models fmen_s,ditn_real --runs 3
   lightsr bench --models all --input 320x180 --json > bench.json
   lightsr bench --device cuda --precision fp16 --plot bench.png
   lightsr bench --backend all --threads 4
   lightsr bench --models fmen_s --compile    # torch.compile; compile time reported apart
+  lightsr bench --models fmen_s_lte --scale 6 --input 64x64 --json
 """
 
 
@@ -49,7 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--models", default="all", metavar="all|NAME,...", help="networks (default: all)"
     )
-    parser.add_argument("--scale", type=int, default=4, metavar="S", help="upscale factor")
+    parser.add_argument(
+        "--scale",
+        type=parse_scale,
+        default=4,
+        metavar="S",
+        help="upscale factor (default 4; any number 1-8 for arbitrary-scale networks)",
+    )
     parser.add_argument(
         "--input", default="256x256", metavar="HxW", help="LR input size (default: 256x256)"
     )
@@ -102,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
     for settings in all_settings:
         settings.validate()
     print_precision_note("bench", args.precision, args.device)
-    variants = select_models(args.models, args.scale)
+    # Arbitrary-scale networks run on some backends only: selected per backend.
+    selections = [(select_models(args.models, args.scale, s), s) for s in all_settings]
     rows: list[BenchRow] = []
-    for settings in all_settings:
+    for variants, settings in selections:
         rows += run_bench(variants, settings, on_row=_print_progress)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
@@ -137,7 +154,7 @@ def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
         console = Console(width=160)
     statistic = "mean" if settings.protocol == "ntire" else "median"
     table = Table(
-        title=f"x{settings.scale}, {settings.input_label} input, {settings.device}, "
+        title=f"x{settings.scale:g}, {settings.input_label} input, {settings.device}, "
         f"{settings.precision}, {settings.threads} threads, {settings.protocol} protocol",
     )
     table.add_column("network")
@@ -154,10 +171,23 @@ def _print_table(rows: list[BenchRow], settings: BenchSettings) -> None:
         if row.error:
             failure = escape(f"{row.variant} ({row.backend}) failed: {row.error}")
             console.print(f"[red]{failure}[/red]")
+    for row in rows:
+        if row.head_macs_per_mpx is not None and not row.error:
+            console.print(escape(_arbitrary_note(row)))
     info = machine_info(settings.device)
     console.print(f"[dim]{', '.join(f'{key} {value}' for key, value in info.items())}[/dim]")
     memory = "CUDA max_memory_allocated" if settings.device == "cuda" else "peak RSS increase"
     console.print(f"[dim]FLOPs = 2 x MACs; fresh weights, deploy form; memory: {memory}[/dim]")
+
+
+def _arbitrary_note(row: BenchRow) -> str:
+    """One line on the two parts of an arbitrary-scale network (see BenchRow)."""
+    return (
+        f"{row.variant} ({row.backend}) to {row.output}: encoder incl. coef/freq convs "
+        f"{row.encoder_macs / 1e9:.2f} G MACs, {row.encoder_latency_s * 1000:.1f} ms; "
+        f"head {row.head_macs_per_mpx / 1e9:.1f} G MACs and "
+        f"{row.head_s_per_mpx:.2f} s per output megapixel"
+    )
 
 
 def _table_cells(row: BenchRow) -> list[str]:

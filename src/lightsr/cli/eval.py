@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="test-set folder")
     parser.add_argument(
         "--scale",
-        type=_scale,
+        type=parse_scale,
         default=4,
         metavar="S",
         help="upscaling factor (default 4); non-integers for arbitrary-scale models",
@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _scale(text: str) -> int | float:
+def parse_scale(text: str) -> int | float:
     """``--scale``: ``"4"`` → 4, ``"2.5"`` → 2.5 (range checked by lightsr.evaluate)."""
     try:
         value = float(text)
