@@ -20,6 +20,11 @@ def test_catalog_lists_every_registered_variant_and_weights():
     assert emt["official_weights"] == ["emt_x2_official", "emt_x3_official", "emt_x4_official"]
     assert emt["input_range"] == 255.0 and emt["paper_derived"] is False
     assert "params_train" not in emt  # EMT has no separate deploy form
+    assert emt["arbitrary_scale"] is False
+    for name in ("esc_lte", "fmen_s_lte"):
+        lte = next(v for v in info["variants"] if v["name"] == name)
+        assert lte["arbitrary_scale"] is True
+        assert len(set(lte["params"].values())) == 1  # one network for every scale
 
 
 def test_meta_device_count_equals_a_real_build():

@@ -42,13 +42,16 @@ def describe_variant(spec: ArchSpec) -> dict[str, Any]:
 
     ``params`` counts trainable parameters per scale in the form used for inference (the
     deploy form when the variant has one); ``params_train`` is the training form's count
-    and appears only for variants with a deploy form.
+    and appears only for variants with a deploy form. ``arbitrary_scale`` marks networks
+    that upscale by any factor (``scales`` are then those they are evaluated at; their
+    parameters do not depend on the scale).
     """
     inference = spec.form_arguments("deploy")
     info: dict[str, Any] = {
         "name": spec.name,
         "family": spec.family,
         "scales": list(spec.scales),
+        "arbitrary_scale": spec.arbitrary_scale,
         "params": {str(s): trainable_parameters(spec.name, s, **inference) for s in spec.scales},
         "input_range": spec.input_range,
         "min_size": spec.min_size,
