@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from lightsr.archs.lte import build_esc_lte, build_fmen_s_lte, cell_for, read_lte
-from lightsr.archs.registry import detect, get_arch
+from lightsr.archs.registry import build_on_meta, detect, get_arch
+from lightsr.errors import UsageError
 from tests.conftest import shared_file
 
 TOLERANCE = 1e-4
@@ -98,3 +99,11 @@ def test_query_outside_the_crop_is_refused(fmen_lte: torch.nn.Module) -> None:
     features = fmen_lte.encode(torch.rand(1, 3, 8, 8), origin=(8, 8), full_size=(32, 32))
     with pytest.raises(ValueError, match="outside the encoded crop"):
         fmen_lte.render(features, (64, 64), (0, 4), (0, 4))
+
+
+def test_arbitrary_scale_variants_build_at_any_factor() -> None:
+    assert build_on_meta("fmen_s_lte", 3.5).scale == 3.5
+    with pytest.raises(UsageError, match="factors of 1 or more"):
+        build_on_meta("fmen_s_lte", 0.5)
+    with pytest.raises(UsageError, match="does not support x5"):
+        build_on_meta("fmen_s", 5)

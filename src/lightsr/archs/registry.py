@@ -160,16 +160,20 @@ def arch_specs() -> list[ArchSpec]:
     return [_ARCHS[name] for name in sorted(_ARCHS)]
 
 
-def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
+def build_model(name: str, scale: float = 4, **overrides: Any) -> nn.Module:
     """Build variant ``name`` at ``scale`` with freshly initialised weights.
 
     Args:
         name: registry name (see :func:`list_models`).
-        scale: upscale factor; must be one the variant defines.
+        scale: upscale factor; must be one the variant defines (any number ≥ 1 for an
+            arbitrary-scale variant: the factor its ``forward`` upscales by).
         **overrides: constructor arguments that replace the variant's defaults.
     """
     spec = get_arch(name)
-    check_scale(spec.name, spec.scales, scale)
+    if not spec.arbitrary_scale:
+        check_scale(spec.name, spec.scales, scale)
+    elif scale < 1:
+        raise UsageError(f"{spec.name} upscales by factors of 1 or more, not x{scale:g}")
     kwargs = {**spec.defaults, **overrides}
     return spec.builder(scale=scale, **kwargs)
 
