@@ -194,9 +194,9 @@ class Upscaler:
                 raise UsageError("give a non-integer scale or outscale, not both")
             self.outscale = scale
             self.hint = (
-                f"{network.variant} upscales x{network.scale} only: x{network.scale}, then "
-                f"bicubic to x{scale:g}; leave the model out (or use {ANYSCALE_MODEL}) for a "
-                "true arbitrary-scale result"
+                f"{network.variant} is a fixed-scale model: x{network.scale}, then bicubic "
+                f"to x{scale:g}; leave the model out (or use {ANYSCALE_MODEL}) for a true "
+                "arbitrary-scale result"
             )
         return network
 
