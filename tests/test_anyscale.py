@@ -274,3 +274,20 @@ def test_cli_scale_and_size_together_is_a_usage_error(tmp_path, capsys):
         main(["upscale", str(source), "-o", str(tmp_path), "--scale", "2", "--size", "9x9"])
     assert exit_info.value.code == 2
     assert "not allowed with argument --scale" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def test_video_at_a_non_integer_scale_gets_even_sides(tmp_path, lte_weights):
+    from tests.video_clips import Clip, decoded_frames, make_clip
+
+    source = make_clip(tmp_path / "in.mp4", Clip(frames=3))  # 64x48, yuv420p
+    upscaler = Upscaler(weights=lte_weights, scale=1.3, device="cpu")
+    assert upscaler.output_size(48, 64) == (62, 83)
+    from lightsr.video.pipeline import transcode
+
+    report = transcode(upscaler, source, tmp_path / "out.mp4")
+    frames = decoded_frames(tmp_path / "out.mp4")
+    assert report.frames == len(frames) == 3
+    assert {(f.width, f.height) for f in frames} == {(84, 62)}  # 83 is odd: nearest even

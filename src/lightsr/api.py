@@ -254,7 +254,7 @@ class Upscaler:
         _check_pixels(pixels)
         if size is not None:
             size = _check_size(size)
-            if self.network is not None and not self.arbitrary_scale:
+            if self.network is not None and not self.arbitrary_scale and self.outscale is None:
                 raise UsageError(f"{self.name} upscales x{self.scale} only, not to a size")
         target = size or self.output_size(*pixels.shape[:2])
         if self.network is None:

@@ -199,7 +199,10 @@ def transcode(
         first = reader.first_frame()
         batch = options.batch or DEFAULT_BATCH.get(upscaler.device.type, 1)
         with replaced_atomically(target) as temporary, _open_output(temporary, target) as output:
-            writer = _Writer(output, reader, first, upscaler.scale, options)
+            height, width = upscaler.output_size(first.height, first.width)
+            flexible = upscaler.arbitrary_scale or upscaler.outscale is not None
+            flexible = flexible or upscaler.network is None
+            writer = _Writer(output, reader, first, (width, height), flexible, options)
             report = VideoReport(
                 str(source),
                 str(target),
@@ -208,7 +211,8 @@ def transcode(
                 codec=options.codec,
                 pix_fmt=writer.stream.pix_fmt,
             )
-            _run_stages(reader, writer, upscaler, batch, report, progress)
+            size = (writer.stream.height, writer.stream.width) if flexible else None
+            _run_stages(reader, writer, upscaler, batch, report, progress, size)
             report.frames = writer.frames
             report.copied_packets = writer.packets
     report.seconds = time.perf_counter() - started
@@ -325,6 +329,7 @@ def _run_stages(
     batch: int,
     report: VideoReport,
     progress: ProgressCallback | None,
+    size: tuple[int, int] | None = None,
 ) -> None:
     stop = threading.Event()
     decoded, upscaled = _Channel(stop), _Channel(stop)
@@ -335,7 +340,7 @@ def _run_stages(
     for stage in stages:
         stage.start()
     try:
-        _infer(decoded, upscaled, upscaler, batch, report)
+        _infer(decoded, upscaled, upscaler, batch, report, size)
     except _Stopped:
         pass  # another stage failed; its error is raised below
     except BaseException:  # Ctrl-C or a network error: stop the other stages first
@@ -350,9 +355,15 @@ def _run_stages(
 
 
 def _infer(
-    decoded: _Channel, upscaled: _Channel, upscaler: Upscaler, batch: int, report: VideoReport
+    decoded: _Channel,
+    upscaled: _Channel,
+    upscaler: Upscaler,
+    batch: int,
+    report: VideoReport,
+    size: tuple[int, int] | None = None,
 ) -> None:
-    """The network stage: frames in batches of ``batch``, packets passed on as they come."""
+    """The network stage: frames in batches of ``batch``, packets passed on as they come;
+    ``size`` (height, width) for upscalers that render any size (see :func:`transcode`)."""
     pending: list[_Frame] = []
     while True:
         item = decoded.get()
@@ -365,7 +376,7 @@ def _infer(
             continue
         if pending:
             started = time.perf_counter()
-            outputs = _upscale_frames(upscaler, [frame.pixels for frame in pending])
+            outputs = _upscale_frames(upscaler, [frame.pixels for frame in pending], size)
             report.network_seconds += time.perf_counter() - started
             for frame, pixels in zip(pending, outputs, strict=True):
                 upscaled.put(_Frame(frame.pts, pixels))
@@ -375,9 +386,11 @@ def _infer(
             return
 
 
-def _upscale_frames(upscaler: Upscaler, frames: list[np.ndarray]) -> list[np.ndarray]:
-    if upscaler.network is None or len(frames) == 1:
-        return [upscaler(frame) for frame in frames]
+def _upscale_frames(
+    upscaler: Upscaler, frames: list[np.ndarray], size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    if size is not None or upscaler.network is None or len(frames) == 1:
+        return [upscaler(frame, size=size) for frame in frames]
     return upscale_batch(
         upscaler.network, frames, upscaler.tile, upscaler.tile_overlap, upscaler.max_memory
     )
@@ -523,9 +536,12 @@ class _Writer:
         container: av.container.OutputContainer,
         reader: _Reader,
         first: av.VideoFrame,
-        scale: int,
+        size: tuple[int, int],
+        flexible: bool,
         options: VideoOptions,
     ) -> None:
+        """``size``: the output (width, height); ``flexible``: the upscaler renders any
+        size, so a side the pixel format cannot take is rounded to one it can."""
         self.container = container
         source = reader.video
         self.pix_fmt = choose_pix_fmt(options.codec, first.format, options.pix_fmt)
@@ -533,13 +549,26 @@ class _Writer:
         out_bits = format_bits(av.VideoFormat(self.pix_fmt))
         deep = max(format_bits(first.format), out_bits) > 8
         reader.tags, reader.rgb_dtype = self.tags, np.dtype(np.uint16 if deep else np.uint8)
-        width, height = first.width * scale, first.height * scale
+        width, height = size
+        if flexible:
+            width, height = self._fitting_size(width, height)
         self._check_size(width, height)
         self.stream = self._add_video(source, first, width, height, options)
         self.copies = {stream.index: self._add_copy(stream) for stream in reader.copied}
         self.expected = reader.expected_frames
         self.frames = 0
         self.packets = 0
+
+    def _fitting_size(self, width: int, height: int) -> tuple[int, int]:
+        """The nearest size the pixel format stores (even sides for 4:2:0 and 4:2:2)."""
+        layout = yuv_layout(av.VideoFormat(self.pix_fmt))
+        if layout is None:
+            return width, height
+        step_x, step_y = 1 << layout.shift_x, 1 << layout.shift_y
+        return (
+            max(step_x, round(width / step_x) * step_x),
+            max(step_y, round(height / step_y) * step_y),
+        )
 
     def _check_size(self, width: int, height: int) -> None:
         layout = yuv_layout(av.VideoFormat(self.pix_fmt))
