@@ -291,3 +291,39 @@ def test_video_at_a_non_integer_scale_gets_even_sides(tmp_path, lte_weights):
     frames = decoded_frames(tmp_path / "out.mp4")
     assert report.frames == len(frames) == 3
     assert {(f.width, f.height) for f in frames} == {(84, 62)}  # 83 is odd: nearest even
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def test_served_scales_of_fixed_and_any_scale_models(baby):
+    from lightsr.serve.engine import EngineOptions, Job, ModelPool
+    from lightsr.serve.errors import ServeError
+
+    names = ["default"]
+    if builtin_weights_path("anyscale").is_file():
+        names.append("anyscale")
+    pool = ModelPool(names, EngineOptions(device="cpu", precision="fp32"))
+    with pytest.raises(ServeError, match=r"not x2\.5"):
+        pool.check("default", 2.5)
+    assert pool.check("default", 2.0) == 2 and not pool.arbitrary("default")
+    if "anyscale" not in names:
+        return
+    assert pool.arbitrary("anyscale") and pool.check("anyscale", 2.5) == 2.5
+    with pytest.raises(ServeError):
+        pool.check("anyscale", 8.5)
+    from lightsr.io import encode_image
+
+    data = encode_image(baby[:20, :24], ".png").tobytes()
+    job = Job(
+        model="anyscale",
+        scale=2.5,
+        format="png",
+        filename="a.png",
+        data=data,
+        input_size=(24, 20),
+        time_limit=60.0,
+        quality=None,
+    )
+    _, size = pool.run(job, lambda done, total: None)
+    assert size == (60, 50)  # (width, height)

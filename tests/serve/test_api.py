@@ -94,6 +94,7 @@ def test_models_lists_served_models_and_the_catalog(client: httpx.Client):
         "default_scale": 4,
         "variant": "fmen_s",
         "label": "Default (fast; clean images)",
+        "arbitrary_scale": False,
     }
     # The page's "Real photo" choice: the built-in real-world GAN model, x4 only.
     assert served["real"] == {
@@ -102,6 +103,7 @@ def test_models_lists_served_models_and_the_catalog(client: httpx.Client):
         "default_scale": 4,
         "variant": "ditn_real",
         "label": "Real photo (noise, blur, JPEG)",
+        "arbitrary_scale": False,
     }
     assert served["bicubic"]["variant"] == "bicubic"
     assert served["bicubic"]["label"] == "bicubic"

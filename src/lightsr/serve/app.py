@@ -158,7 +158,12 @@ class UpscaleForm:
         self,
         image: Annotated[UploadFile, File(description="PNG, JPEG, WebP, TIFF or BMP file")],
         model: Annotated[str | None, Form(description="a served model (default: first)")] = None,
-        scale: Annotated[int | None, Form(ge=1, le=8, description="default: 4")] = None,
+        scale: Annotated[
+            float | None,
+            Form(
+                ge=1, le=8, description="default: 4; a non-integer one (2.5) for any-scale models"
+            ),
+        ] = None,
         format: Annotated[Literal["png", "webp", "jpeg"], Form(description="output")] = "png",
         quality: Annotated[
             int | None, Form(ge=1, le=101, description="JPEG/WebP quality (101: lossless WebP)")
@@ -207,6 +212,7 @@ def _api(pool: ModelPool, queue: JobQueue, limits: Limits, token: str | None) ->
                 default_scale=pool.default_scale(name),
                 variant=pool.get(name, pool.default_scale(name)).name,
                 label=pool.label(name),
+                arbitrary_scale=pool.arbitrary(name),
             )
             for name, scales in pool.scales.items()
         ]
@@ -317,7 +323,7 @@ def _result(job: Job) -> Response:
     if job.state != DONE:
         raise job.error or ServeError(500, "internal_error", f"job {job.id} is {job.state}")
     extension, media_type = FORMATS[job.format]
-    download = f"{job.filename.rsplit('.', 1)[0]}_x{job.scale}{extension}"
+    download = f"{job.filename.rsplit('.', 1)[0]}_x{job.scale:g}{extension}"
     headers = {"Content-Disposition": f'attachment; filename="{download}"', "X-Job-Id": job.id}
     return Response(job.result, media_type=media_type, headers=headers)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lightsr.anyscale import output_size
 from lightsr.api import DEFAULT_SCALE, Upscaler, model_scales
 from lightsr.errors import ImageError
 from lightsr.io import decode_image, encode_image
@@ -23,6 +24,7 @@ DEFAULT_SERVED = (DEFAULT_MODEL, "real")
 MODEL_LABELS = {
     DEFAULT_MODEL: "Default (fast; clean images)",
     "real": "Real photo (noise, blur, JPEG)",
+    "anyscale": "Any scale (1-8, e.g. 2.5)",
 }
 # File extension and media type of each output format a request may ask for.
 FORMATS = {
@@ -87,8 +89,14 @@ class ModelPool:
         scales = self.scales[name]
         return DEFAULT_SCALE if DEFAULT_SCALE in scales else max(scales)
 
-    def check(self, name: str, scale: int | None) -> int:
-        """The scale to run ``name`` at.
+    def arbitrary(self, name: str) -> bool:
+        """Whether served model ``name`` takes any scale from 1 to 8 (``"anyscale"``)."""
+        from lightsr.models import BUILTIN_MODELS, builtin_is_arbitrary
+
+        return name in BUILTIN_MODELS and builtin_is_arbitrary(name)
+
+    def check(self, name: str, scale: float | None) -> float:
+        """The scale to run ``name`` at (an int when whole).
 
         Raises:
             ServeError: 422 when the model is not served or not at ``scale``.
@@ -98,13 +106,20 @@ class ModelPool:
             raise ServeError(422, "unknown_model", f"unknown model {name!r}; served: {served}")
         if scale is None:
             return self.default_scale(name)
+        if scale == int(scale):
+            scale = int(scale)
+        if self.arbitrary(name) and 1 <= scale <= 8:
+            return scale
         if scale not in self.scales[name]:
             scales = ", ".join(f"x{s}" for s in self.scales[name])
-            raise ServeError(422, "unsupported_scale", f"{name} serves {scales}, not x{scale}")
+            raise ServeError(422, "unsupported_scale", f"{name} serves {scales}, not x{scale:g}")
         return scale
 
-    def get(self, name: str, scale: int) -> Upscaler:
-        """The loaded upscaler (loading it the first time)."""
+    def get(self, name: str, scale: float) -> Upscaler:
+        """The loaded upscaler (loading it the first time); an arbitrary-scale model has
+        one for all scales (at its default scale; :meth:`run` asks it for a size)."""
+        if self.arbitrary(name):
+            scale = self.default_scale(name)
         with self._lock:
             upscaler = self._upscalers.get((name, scale))
             if upscaler is None:
@@ -131,7 +146,7 @@ class ModelPool:
     def load_all(self) -> None:
         """Load every served (model, scale), so that problems show at start-up."""
         for name, scales in self.scales.items():
-            for scale in scales:
+            for scale in (self.default_scale(name),) if self.arbitrary(name) else scales:
                 self.get(name, scale)
 
     def run(self, job: Job, progress: Callable[[int, int], None]) -> tuple[bytes, tuple[int, int]]:
@@ -142,7 +157,12 @@ class ModelPool:
         except ImageError as exc:
             raise ServeError(400, "bad_image", str(exc)) from None
         try:
-            output = self.get(job.model, job.scale)(pixels, progress)
+            upscaler = self.get(job.model, job.scale)
+            if upscaler.arbitrary_scale:
+                size = output_size(*pixels.shape[:2], job.scale)
+                output = upscaler(pixels, progress, size=size)
+            else:
+                output = upscaler(pixels, progress)
         except ImageError as exc:
             raise ServeError(422, "cannot_upscale", str(exc)) from None
         except (MemoryError, torch.OutOfMemoryError):

@@ -34,7 +34,7 @@ class Job:
     """
 
     model: str
-    scale: int
+    scale: float
     format: str
     filename: str
     input_size: tuple[int, int]

@@ -38,7 +38,7 @@ class JobStatus(BaseModel):
         description="while queued: 1 for the next job of its model to start, 2 after it, ..."
     )
     model: str
-    scale: int
+    scale: float = Field(description="an integer, or any factor for any-scale models")
     format: Literal["png", "webp", "jpeg"]
     input: Size
     output: Size | None = Field(description="set once done")
@@ -50,8 +50,11 @@ class JobStatus(BaseModel):
 
 class ServedModel(BaseModel):
     name: str = Field(description="the value of the `model` field of an upscale request")
-    scales: list[int]
+    scales: list[int] = Field(description="integer scales (every one from 1 to 8 for any-scale)")
     default_scale: int
+    arbitrary_scale: bool = Field(
+        default=False, description="whether any scale from 1 to 8 is served (`anyscale`)"
+    )
     variant: str = Field(description="network variant (`lightsr models`), or `bicubic`")
     label: str = Field(description="how the page names it (`Real photo (...)` for `real`)")
 

@@ -55,7 +55,9 @@ function fillScales() {
   const model = state.models.find((m) => m.name === $("model").value);
   if (!model) return;
   const select = $("scale");
-  select.replaceChildren(...model.scales.map((s) => new Option(`×${s}`, String(s))));
+  // Any-scale models take any factor from 1 to 8: offer some between the integers too.
+  const scales = model.arbitrary_scale ? [1.5, 2, 2.5, 3, 3.5, 4, 6, 8] : model.scales;
+  select.replaceChildren(...scales.map((s) => new Option(`×${s}`, String(s))));
   select.value = String(model.default_scale);
 }
 
