@@ -107,3 +107,16 @@ def test_arbitrary_scale_variants_build_at_any_factor() -> None:
         build_on_meta("fmen_s_lte", 0.5)
     with pytest.raises(UsageError, match="does not support x5"):
         build_on_meta("fmen_s", 5)
+
+
+def test_balance_reaches_the_fmen_trunk(fmen_lte: torch.nn.Module) -> None:
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        before = fmen_lte.upscale_to(x, (30, 30))
+        balanced = build_fmen_s_lte().eval()
+        balanced.load_state_dict(fmen_lte.state_dict())
+        balanced.balance_()
+        after = balanced.upscale_to(x, (30, 30))
+    assert torch.allclose(before, after, atol=1e-4)
+    with pytest.raises(ValueError, match="has no balance_"):
+        build_esc_lte().balance_()

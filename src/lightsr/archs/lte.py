@@ -134,6 +134,14 @@ class LTE(nn.Module):
         self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
         self.imnet = MLP(hidden_dim, 3, mlp_hidden)
 
+    def balance_(self) -> None:
+        """Rescale the encoder for fine-tuning where it has that method (FMEN's deploy form,
+        see :meth:`lightsr.archs.fmen.FMEN.balance_`); the function is unchanged."""
+        balance = getattr(self.encoder, "balance_", None)
+        if balance is None:
+            raise ValueError(f"{type(self.encoder).__name__} encoder has no balance_()")
+        balance()
+
     # ------------------------------------------------------------------ encoder side
 
     def encode(
