@@ -11,8 +11,11 @@ Networks with a deploy form (FMEN) are re-parameterised first. Batch, height and
 symbolic unless a static size is asked for.
 
 Submodules: :mod:`~lightsr.export.trace` (torch.export and its size checks),
-:mod:`~lightsr.export.onnx` (the ONNX file, its metadata and the export cache) and
-:mod:`~lightsr.export.verify` (ONNX Runtime against torch).
+:mod:`~lightsr.export.onnx` (the ONNX file, its metadata and the export cache),
+:mod:`~lightsr.export.verify` (ONNX Runtime against torch), and for the apps that run NCNN
+models :mod:`~lightsr.export.ncnn` (``.param``/``.bin`` through pnnx, the optional
+``lightsr[ncnn]`` extra) with :mod:`~lightsr.export.ncnn_forms` (the networks written with
+ops NCNN can express).
 """
 
 from lightsr.export.onnx import (
