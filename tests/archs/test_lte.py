@@ -120,3 +120,17 @@ def test_balance_reaches_the_fmen_trunk(fmen_lte: torch.nn.Module) -> None:
     assert torch.allclose(before, after, atol=1e-4)
     with pytest.raises(ValueError, match="has no balance_"):
         build_esc_lte().balance_()
+
+
+def test_fourier_phases_stay_fp32_under_autocast(fmen_lte: torch.nn.Module) -> None:
+    x = torch.rand(2, 3, 12, 12)
+    rows = torch.rand(2, 50, dtype=torch.float64) * 12
+    cols = torch.rand(2, 50, dtype=torch.float64) * 12
+    cell = torch.full((2, 1, 2), 0.5)
+    with torch.no_grad():
+        exact = fmen_lte(x, rows, cols, cell)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = fmen_lte(x, rows, cols, cell)
+    assert mixed.shape == exact.shape == (2, 50, 3)
+    # Only the MLP runs in bf16: no phase scrambling.
+    assert (mixed.float() - exact).abs().max() < 0.02 * exact.abs().max()

@@ -25,11 +25,13 @@ output to [−1, 1] (``data_norm`` sub 0.5, div 0.5); :class:`LTE` takes and ret
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightsr.archs.esc import ESC, ESC_DEFAULTS
@@ -43,6 +45,17 @@ TRAIN_SCALE_MAX = 4.0
 EPS_SHIFT = 1e-6
 # Queries per MLP call: bounds the head's memory (about 16 KiB per query in fp32).
 DEFAULT_CHUNK = 16384
+
+
+def _full_precision(like: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off, where it is on: the Fourier phases (frequency × offset, then cos/sin)
+    need fp32, since a bf16 frequency of 20 is only known to ±0.06, a phase error of
+    0.1 rad per pixel of offset; so do the features they come from. Under autocast only the
+    MLP, most of the work, runs in bf16."""
+    device = like.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
 
 
 class MLP(nn.Module):
@@ -154,9 +167,10 @@ class LTE(nn.Module):
         at ``origin`` in an image of ``full_size``."""
         image = (x - 0.5) / 0.5
         encoder_input = image if self.encoder_range == 2.0 else x * self.encoder_range
-        features = self.encoder.features(encoder_input)
-        coef = self.coef(features).flatten(2).transpose(1, 2)
-        freq = self.freq(features).flatten(2).transpose(1, 2)
+        with _full_precision(x):
+            features = self.encoder.features(encoder_input)
+            coef = self.coef(features).flatten(2).transpose(1, 2).contiguous()
+            freq = self.freq(features).flatten(2).transpose(1, 2).contiguous()
         full = tuple(full_size) if full_size is not None else (x.shape[-2], x.shape[-1])
         return Features(coef, freq, image, origin, full)
 
@@ -225,19 +239,44 @@ class LTE(nn.Module):
         offset = torch.cat(
             [torch.stack((row_offset[i], col_offset[j]), -1) for i, j in pairs], 1
         ).to(dtype)
-        gather = flat.unsqueeze(-1).expand(-1, -1, features.coef.shape[-1])
-        coef = features.coef.gather(1, gather)
-        freq = features.freq.gather(1, gather)
-        # freq channels come in (row, col) pairs, each dotted with the offset.
-        freq = (freq.unflatten(-1, (-1, 2)) * offset.unsqueeze(-2)).sum(-1)
-        freq = freq + self.phase(cell).repeat(1, 4, 1)
-        freq = torch.cat((torch.cos(math.pi * freq), torch.sin(math.pi * freq)), -1)
-        preds = self.imnet(coef * freq).unflatten(1, (4, -1))
+        n, positions, channels = features.coef.shape
+        # One row lookup in the (N·h·w, C) tables: much cheaper than a per-channel gather.
+        rows_of = (flat + torch.arange(n, device=flat.device).unsqueeze(1) * positions).flatten()
+        coef = features.coef.reshape(-1, channels).index_select(0, rows_of)
+        freq = (
+            features.freq.reshape(-1, channels).index_select(0, rows_of).view(-1, channels // 2, 2)
+        )
+        row_off, col_off = offset.reshape(-1, 2).unbind(-1)
+        with _full_precision(coef):
+            # freq channels come in (row, col) pairs, each dotted with the offset.
+            phase = freq[..., 0] * row_off.unsqueeze(-1) + freq[..., 1] * col_off.unsqueeze(-1)
+            phase = phase.view(n, 4, -1, channels // 2) + self.phase(cell).unsqueeze(1)
+            fourier = self._fourier(phase.view(-1, channels // 2), coef)
+        preds = self._mlp(fourier).view(n, 4, -1, 3)
         areas = (offset[..., 0] * offset[..., 1]).abs().add_(1e-9).unflatten(1, (4, -1))
         # Each prediction is weighted by the area of the diagonally opposite neighbour.
         weights = areas.flip(1) / areas.sum(1, keepdim=True)
         blended = (preds * weights.unsqueeze(-1)).sum(1)
         return blended + self._bilinear(features, rows, cols).to(blended.dtype)
+
+    @staticmethod
+    def _fourier(phase: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """``coef · [cos πφ, sin πφ]``, written in place when no gradient is needed."""
+        phase = math.pi * phase
+        if torch.is_grad_enabled():
+            return coef * torch.cat((torch.cos(phase), torch.sin(phase)), -1)
+        half = phase.shape[-1]
+        basis = torch.empty_like(coef)
+        torch.cos(phase, out=basis[:, :half])
+        torch.sin(phase, out=basis[:, half:])
+        return basis.mul_(coef)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """:attr:`imnet` with its ReLUs in place (the largest tensors of the head)."""
+        layers = [layer for layer in self.imnet.layers if isinstance(layer, nn.Linear)]
+        for layer in layers[:-1]:
+            x = F.linear(x, layer.weight, layer.bias).relu_()
+        return F.linear(x, layers[-1].weight, layers[-1].bias)
 
     @staticmethod
     def _bilinear(features: Features, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
