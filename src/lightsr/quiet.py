@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -30,21 +31,38 @@ def is_verbose() -> bool:
     return _verbose
 
 
+# File descriptor 2 is one per process: threads that read images at the same time share
+# one redirection (the first one in saves the real stderr, the last one out restores it).
+# Each saving and restoring its own would leave /dev/null in place when they interleave.
+_redirect_lock = threading.Lock()
+_redirect_depth = 0
+_saved_stderr: int | None = None
+
+
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
     """Send what C libraries write to file descriptor 2 to ``/dev/null`` inside the block
     (unless verbose). libpng and libtiff print there directly, past Python's ``sys.stderr``.
+    Safe to enter from several threads at once.
     """
     if _verbose:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    global _redirect_depth, _saved_stderr
+    with _redirect_lock:
+        if _redirect_depth == 0:
+            sys.stderr.flush()
+            _saved_stderr = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _redirect_depth += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _redirect_lock:
+            _redirect_depth -= 1
+            if _redirect_depth == 0 and _saved_stderr is not None:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = None
