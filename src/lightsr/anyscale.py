@@ -42,6 +42,7 @@ import torch
 from lightsr.errors import ImageError, UsageError
 from lightsr.models import SRModel
 from lightsr.options import pixel_max
+from lightsr.probes import remembered
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -116,21 +117,27 @@ _ENCODER_BYTES: WeakKeyDictionary[torch.nn.Module, dict[tuple[str, torch.dtype],
 def encoder_bytes_per_pixel(model: SRModel) -> float:
     """Memory of encoding one LR pixel: the encoder's working set (modelled from a probe on
     the ``meta`` device, as :func:`lightsr.inference.estimate_bytes_per_pixel` does) plus
-    the ``coef`` and ``freq`` features and the image kept for rendering."""
+    the ``coef`` and ``freq`` features and the image kept for rendering; remembered across
+    processes (:mod:`lightsr.probes`)."""
+    dtype = model.dtype
+    cache = _ENCODER_BYTES.setdefault(model.module, {})
+    key = (str(model.device), dtype)
+    if key not in cache:
+        cache[key] = remembered(model, "encoder_bytes_per_pixel", dtype, lambda: _probe(model))
+    return cache[key]
+
+
+def _probe(model: SRModel) -> float:
     from lightsr.inference import ACTIVATION_FACTOR, ATTENTION_FACTOR, _TensorSizes
 
     module, dtype = model.module, model.dtype
-    cache = _ENCODER_BYTES.setdefault(module, {})
-    key = (str(model.device), dtype)
-    if key not in cache:
-        side = max(PROBE_SIZE, model.spec.min_size)
-        shadow = copy.deepcopy(module).to(device="meta")
-        with _TensorSizes() as sizes:
-            shadow.encoder.features(torch.empty(1, 3, side, side, device="meta", dtype=dtype))
-        working = max(sizes.largest * ACTIVATION_FACTOR, sizes.attention * ATTENTION_FACTOR)
-        kept = (2 * module.coef.out_channels + 3) * torch.finfo(dtype).bits // 8
-        cache[key] = working / (side * side) + kept
-    return cache[key]
+    side = max(PROBE_SIZE, model.spec.min_size)
+    shadow = copy.deepcopy(module).to(device="meta")
+    with _TensorSizes() as sizes:
+        shadow.encoder.features(torch.empty(1, 3, side, side, device="meta", dtype=dtype))
+    working = max(sizes.largest * ACTIVATION_FACTOR, sizes.attention * ATTENTION_FACTOR)
+    kept = (2 * module.coef.out_channels + 3) * torch.finfo(dtype).bits // 8
+    return working / (side * side) + kept
 
 
 def query_bytes(model: SRModel) -> int:

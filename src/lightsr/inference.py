@@ -44,6 +44,7 @@ from lightsr.deploy import deploy_module
 from lightsr.errors import ImageError, UsageError
 from lightsr.models import SRModel
 from lightsr.options import pixel_max, resolve_device, resolve_precision
+from lightsr.probes import remembered
 
 ProgressCallback = Callable[[int, int], None]
 # Every function here takes an ``SRModel`` or anything with the same ``spec``, ``scale``,
@@ -132,15 +133,20 @@ def estimate_bytes_per_pixel(model: SRModel) -> float:
     arithmetic) and the peak is modelled from its largest tensor and largest attention
     matrix, with factors calibrated on FMEN-S, EMT and ESC. Convolutions and windowed
     attention scale linearly with the pixel count, so the probe extrapolates to any size.
-    The result is cached per module, device and dtype.
+    The result is cached per module, device and dtype, and the CPU model across processes
+    (:mod:`lightsr.probes`: a meta-device probe costs a ``torch._dynamo`` import).
     """
     device, dtype = model.device, model.dtype
     cache = _ESTIMATES.setdefault(model.module, {})
     key = (str(device), dtype)
     if key not in cache:
         side = _round_up(max(PROBE_SIZE, model.spec.min_size), TILE_ALIGN)
-        peak = _cuda_peak(model, side) if device.type == "cuda" else _modelled_peak(model, side)
-        cache[key] = peak / (side * side)
+        if device.type == "cuda":
+            cache[key] = _cuda_peak(model, side) / (side * side)
+        else:
+            cache[key] = remembered(
+                model, "cpu_bytes_per_pixel", dtype, lambda: _modelled_peak(model, side) / side**2
+            )
     return cache[key]
 
 
