@@ -122,7 +122,8 @@ class LTE(nn.Module):
         encoder: a network with ``features(x)`` returning ``out_dim`` channels at the input
             size.
         encoder_range: the value range the encoder expects: 2.0 for [−1, 1] (ESC, as in the
-            official code), 255.0 for [0, 255] (FMEN).
+            official code), 255.0 for [0, 255] (FMEN); the encoder's features are scaled by
+            2 / encoder_range before the head.
         hidden_dim: channels of ``coef`` and ``freq`` (and the MLP input).
         mlp_hidden: widths of the MLP's hidden layers.
         scale: the scale :meth:`forward` upscales by (any float ≥ 1); an attribute that
@@ -169,6 +170,10 @@ class LTE(nn.Module):
         encoder_input = image if self.encoder_range == 2.0 else x * self.encoder_range
         with _full_precision(x):
             features = self.encoder.features(encoder_input)
+            if self.encoder_range != 2.0:
+                # Features in the units of a [−1, 1] input, as the head was designed for: an
+                # FMEN trunk's, in [0, 255] units, would start every frequency ~20x too high.
+                features = features * (2.0 / self.encoder_range)
             coef = self.coef(features).flatten(2).transpose(1, 2).contiguous()
             freq = self.freq(features).flatten(2).transpose(1, 2).contiguous()
         full = tuple(full_size) if full_size is not None else (x.shape[-2], x.shape[-1])
