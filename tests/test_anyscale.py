@@ -11,7 +11,6 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from lightsr.anyscale import (
@@ -23,7 +22,7 @@ from lightsr.anyscale import (
     upscale_array_to,
 )
 from lightsr.api import Upscaler, upscale
-from lightsr.archs.lte import build_esc_lte, build_fmen_s_lte
+from lightsr.archs.lte import build_esc_lte
 from lightsr.archs.registry import get_arch
 from lightsr.cli import main
 from lightsr.errors import UsageError
@@ -33,6 +32,7 @@ from lightsr.models import (
     SRModel,
     builtin_is_arbitrary,
     builtin_weights_path,
+    load_model,
     resolve_model,
     save_model,
 )
@@ -48,13 +48,8 @@ def baby():
 
 @pytest.fixture(scope="module")
 def fmen_lte() -> SRModel:
-    """FMEN-S + LTE, random weights; the head's last layer damped so that, like a trained
-    one, it adds detail to the bilinear upsample instead of drowning it."""
-    torch.manual_seed(0)
-    module = build_fmen_s_lte().eval()
-    with torch.no_grad():
-        module.imnet.layers[-1].weight.mul_(0.02)
-    return SRModel(module, get_arch("fmen_s_lte"), 4)
+    """FMEN-S + LTE: the built-in trained weights."""
+    return load_model(builtin_weights_path("anyscale"))
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +196,6 @@ def test_api_errors(kwargs, message):
         Upscaler(**kwargs)
 
 
-@pytest.mark.skipif(
-    not builtin_weights_path("anyscale").is_file(), reason="built-in anyscale weights absent"
-)
 def test_builtin_anyscale_through_the_api(baby):
     upscaler = Upscaler(scale=2.5)
     assert upscaler.name == "fmen_s_lte" and upscaler.scale == 2.5
@@ -300,15 +292,10 @@ def test_served_scales_of_fixed_and_any_scale_models(baby):
     from lightsr.serve.engine import EngineOptions, Job, ModelPool
     from lightsr.serve.errors import ServeError
 
-    names = ["default"]
-    if builtin_weights_path("anyscale").is_file():
-        names.append("anyscale")
-    pool = ModelPool(names, EngineOptions(device="cpu", precision="fp32"))
+    pool = ModelPool(["default", "anyscale"], EngineOptions(device="cpu", precision="fp32"))
     with pytest.raises(ServeError, match=r"not x2\.5"):
         pool.check("default", 2.5)
     assert pool.check("default", 2.0) == 2 and not pool.arbitrary("default")
-    if "anyscale" not in names:
-        return
     assert pool.arbitrary("anyscale") and pool.check("anyscale", 2.5) == 2.5
     with pytest.raises(ServeError):
         pool.check("anyscale", 8.5)

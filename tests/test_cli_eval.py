@@ -192,8 +192,6 @@ def test_table_names_the_size_rule_and_the_rounded_border(capsys, small_set):
 
 
 def test_builtin_anyscale_model(capsys, small_set):
-    if not lightsr.models.builtin_weights_path("anyscale").is_file():
-        pytest.skip("the built-in anyscale weights are not in this checkout")
     args = ["eval", "--model", "anyscale", "--data", str(small_set), "--scale", "6"]
     assert main([*args, "--device", "cpu", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -39,7 +39,14 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
-from lightsr.errors import ImageError, UsageError
+from lightsr.errors import UsageError
+from lightsr.inference import (
+    ACTIVATION_FACTOR,
+    ATTENTION_FACTOR,
+    _TensorSizes,
+    check_pixels,
+    default_memory_budget,
+)
 from lightsr.models import SRModel
 from lightsr.options import pixel_max
 from lightsr.probes import remembered
@@ -128,8 +135,6 @@ def encoder_bytes_per_pixel(model: SRModel) -> float:
 
 
 def _probe(model: SRModel) -> float:
-    from lightsr.inference import ACTIVATION_FACTOR, ATTENTION_FACTOR, _TensorSizes
-
     module, dtype = model.module, model.dtype
     side = max(PROBE_SIZE, model.spec.min_size)
     shadow = copy.deepcopy(module).to(device="meta")
@@ -188,8 +193,6 @@ def plan_anyscale(
         max_memory: bytes one tile (encoder and head together) may use; ``None`` uses
             :func:`lightsr.inference.default_memory_budget` (CPU: at most 384 MiB).
     """
-    from lightsr.inference import default_memory_budget
-
     if tile is not None and tile < 1:
         raise UsageError(f"tile size must be positive, got {tile}")
     margin = margin_for(model) if margin is None else margin
@@ -238,18 +241,6 @@ def _store(target: np.ndarray, values: torch.Tensor) -> None:
     target[...] = array if max_value is None else np.rint(array * max_value)
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ImageError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
-    if pixel_max(image.dtype) is None and image.dtype != np.float32:
-        raise ImageError(f"expected uint8, uint16 or float32 pixels, got {image.dtype}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageError(f"image has zero size ({image.shape[1]}x{image.shape[0]})")
-    return image
-
-
 @torch.inference_mode()
 def upscale_array_to(
     model: SRModel,
@@ -284,7 +275,7 @@ def upscale_array_to(
     if out_h < 1 or out_w < 1:
         raise UsageError(f"output size must be positive, got {out_w}x{out_h} (width x height)")
     gray = image.ndim == 2
-    pixels = _check_image(image)
+    pixels = check_pixels(image)
     lr_h, lr_w, channels = pixels.shape
     smallest = max(model.spec.min_size, MIN_CONTEXT)
     pad_top, pad_left = max(smallest - lr_h, 0) // 2, max(smallest - lr_w, 0) // 2

@@ -408,8 +408,8 @@ def _forward_tile(model: SRModel, patch: np.ndarray) -> np.ndarray:
     return _forward(model, patch[None])[0]
 
 
-def _check_image(image: np.ndarray, model: SRModel) -> np.ndarray:
-    """Return ``image`` as (H, W, C) with C in {1, 3}; reject what the network cannot take."""
+def check_pixels(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as (H, W, C) with C in {1, 3}; reject what no network can take."""
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3):
@@ -465,7 +465,7 @@ def upscale_array(
     enough context to keep their colours.
     """
     gray = image.ndim == 2
-    pixels = _check_image(image, model)
+    pixels = check_pixels(image)
     if min(pixels.shape[:2]) < max(model.spec.min_size, MIN_CONTEXT):
         out = _upscale_padded(model, pixels, tile, overlap, max_memory, progress)
         return out[..., 0] if gray else out
@@ -523,12 +523,12 @@ def upscale_batch(
     Returns:
         One (sH, sW, 3) array per image, of the input's dtype.
     """
-    first = _check_image(images[0], model)
+    first = check_pixels(images[0])
     height, width = first.shape[:2]
     if len(images) > 1 and tile is None:
         plan = plan_tiles(height * len(images), width, model, None, overlap, max_memory)
         if plan.count == 1:
-            stacked = np.stack([_check_image(image, model) for image in images])
+            stacked = np.stack([check_pixels(image) for image in images])
             outputs = []
             for values in _forward(model, stacked):
                 out = np.empty(values.shape, dtype=stacked.dtype)
