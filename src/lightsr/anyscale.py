@@ -48,14 +48,11 @@ from lightsr.inference import (
     default_memory_budget,
 )
 from lightsr.models import SRModel
-from lightsr.options import pixel_max
+from lightsr.options import MAX_SCALE, MIN_SCALE, pixel_max
 from lightsr.probes import remembered
 
 ProgressCallback = Callable[[int, int], None]
 
-# Smallest and largest scale `lightsr upscale` accepts for an arbitrary-scale model.
-MIN_SCALE = 1.0
-MAX_SCALE = 8.0
 # Context (LR pixels) each tile is encoded with, by variant; others get DEFAULT_MARGIN.
 CONTEXT = {"fmen_s_lte": 40, "esc_lte": 64}
 DEFAULT_MARGIN = 64

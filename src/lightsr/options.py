@@ -38,6 +38,9 @@ AUTO_PRECISION = "auto"
 TRAIN_PRECISIONS = ("none", "bf16", "fp16")
 # Upscaling factor when neither the options nor the weights give one.
 DEFAULT_SCALE = 4
+# Range of factors arbitrary-scale models (lightsr.anyscale) take, integer or not.
+MIN_SCALE = 1.0
+MAX_SCALE = 8.0
 # Inference backends: eager PyTorch, or the network's ONNX export on ONNX Runtime.
 BACKENDS = ("torch", "onnxruntime")
 # Benchmark protocols (see :mod:`lightsr.bench`).

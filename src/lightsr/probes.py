@@ -15,11 +15,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from lightsr import __version__
-from lightsr.models import SRModel
 from lightsr.paths import cache_dir, replaced_atomically
 
 # Bump when what a probe measures changes (its factors, its probe size).
@@ -27,15 +27,18 @@ PROBE_FORMAT = 1
 FILE_NAME = "probes.json"
 
 
-def probe_key(model: SRModel, kind: str, dtype: torch.dtype) -> str:
-    """What a probe's result depends on, hashed: the network's structure and sizes, the
-    value type, the probe kind and the versions."""
+def probe_key(model: Any, kind: str, dtype: torch.dtype) -> str:
+    """What a probe's result depends on, hashed: the runner (an :class:`SRModel` or an
+    ONNX Runtime model), the network's structure and sizes, the value type, the probe kind
+    and the versions."""
+    config = getattr(model, "full_config", {})
     parts = {
         "kind": kind,
+        "runner": type(model).__name__,
         "variant": model.variant,
         "scale": model.scale,
-        "form": model.form,
-        "config": {key: repr(value) for key, value in sorted(model.full_config.items())},
+        "form": getattr(model, "form", ""),
+        "config": {key: repr(value) for key, value in sorted(config.items())},
         "dtype": str(dtype),
         "torch": torch.__version__,
         "lightsr": __version__,
@@ -69,7 +72,7 @@ def _write(values: dict[str, float]) -> None:
         pass  # a read-only cache: the probe just runs again next time
 
 
-def remembered(model: SRModel, kind: str, dtype: torch.dtype, probe: Callable[[], float]) -> float:
+def remembered(model: Any, kind: str, dtype: torch.dtype, probe: Callable[[], float]) -> float:
     """The stored result of ``probe`` for this network, kind and dtype, or ``probe()``,
     stored for the next process."""
     key = probe_key(model, kind, dtype)

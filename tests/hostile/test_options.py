@@ -17,8 +17,8 @@ from tests.hostile import corpus
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--scale", "0"], "--scale must be positive, got 0"),
-        (["--scale", "-3"], "--scale must be positive, got -3"),
+        (["--scale", "0"], "--scale must be between 1 and 8, got 0"),
+        (["--scale", "-3"], "--scale must be between 1 and 8, got -3"),
         (["--tile", "-1"], "--tile must be positive, got -1"),
         (["--tile-overlap", "-5"], "--tile-overlap must be >= 0"),
         (["--max-memory", "0"], "--max-memory must be positive"),

@@ -28,13 +28,11 @@ from lightsr.bench.memory import MemoryProbe
 from lightsr.bench.settings import BenchRow, BenchSettings
 from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
-from lightsr.options import check_scale, resolve_precision
+from lightsr.options import MAX_SCALE, MIN_SCALE, check_scale, resolve_precision
 
 # Side of the priming input of the robust protocol: large enough for every network's
 # minimum size and for ONNX exports (32), small enough to cost nothing.
 PRIME_SIDE = 32
-# Largest scale an arbitrary-scale network is benchmarked at (as lightsr upscale takes).
-ARBITRARY_MAX_SCALE = 8
 WORKER_MODULE = "lightsr.bench.worker"
 
 
@@ -256,8 +254,10 @@ def check_arbitrary_settings(spec: ArchSpec, settings: BenchSettings) -> None:
 
 def _check_bench_scale(spec: ArchSpec, scale: float) -> None:
     if spec.arbitrary_scale:
-        if not 1 <= scale <= ARBITRARY_MAX_SCALE:
-            raise UsageError(f"{spec.name} upscales by 1 to {ARBITRARY_MAX_SCALE}, not x{scale:g}")
+        if not MIN_SCALE <= scale <= MAX_SCALE:
+            raise UsageError(
+                f"{spec.name} upscales by {MIN_SCALE:g} to {MAX_SCALE:g}, not x{scale:g}"
+            )
     else:
         check_scale(spec.name, spec.scales, scale)
 

@@ -20,6 +20,8 @@ from lightsr.options import (
     BACKENDS,
     DEFAULT_SCALE,
     DEVICE_HELP,
+    MAX_SCALE,
+    MIN_SCALE,
     parse_output_size,
 )
 
@@ -310,8 +312,6 @@ def _upscaler_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_scale_and_size(args: argparse.Namespace) -> None:
     """Parse ``--size`` (to (height, width)) and check what goes with ``--scale``/``--size``."""
-    from lightsr.anyscale import MAX_SCALE, MIN_SCALE
-
     if args.scale is not None:
         if not MIN_SCALE <= args.scale <= MAX_SCALE:
             raise UsageError(
