@@ -13,8 +13,8 @@ the NCNN export; tests check them against the faithful forward in torch.
   reach 5e7 inside the branches, which fp16 storage on a GPU turns into ``inf``).
 * DITN: each UFONE's patch-local operations are done on the full map. Every pointwise op
   (1×1 convs, tanh, GELU, residuals) commutes with the patch partition. The attention
-  inside each 8×8 patch goes through ``pixel_unshuffle`` (NCNN ``Reorg``): channels ×
-  tokens × patches, three axes. The FFN's depthwise 3×3 conv, which sees zero padding at
+  inside each 8×8 patch gathers the patches with reshapes and permutes of at most four
+  axes (:func:`patch_attention`). The FFN's depthwise 3×3 conv, which sees zero padding at
   every patch border, runs on the map spread out with a one-pixel zero gap around each
   patch (fixed pads of 3-axis views), then the gaps are cut away.
 * EMT and ESC: no NCNN form yet (see :data:`UNSUPPORTED`).
