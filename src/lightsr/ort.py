@@ -133,6 +133,12 @@ class OrtModel(NamedBySpec):
             self._module = build_on_meta(self.spec.name, self.scale, **config).eval()
         return self._module
 
+    @property
+    def arbitrary_scale(self) -> bool:
+        """Always False: arbitrary-scale networks are not exported (like
+        :attr:`lightsr.models.SRModel.arbitrary_scale`, for code that takes either)."""
+        return False
+
     def run(self, array: np.ndarray) -> np.ndarray:
         """Forward an (N, 3, H, W) float32 [0, 1] array; returns (N, 3, sH, sW) float32."""
         array = np.ascontiguousarray(array, dtype=np.float32)
