@@ -15,6 +15,7 @@ import pytest
 
 os.environ.setdefault("LIGHTSR_SHARED", str(Path(__file__).resolve().parents[2] / "shared"))
 
+from lightsr.io import read_image
 from lightsr.paths import shared_dir
 
 SHARED = shared_dir()
@@ -49,3 +50,9 @@ def lr_folder_no_hr(tmp_path, set5):
     for name in ("baby", "bird"):
         shutil.copy(set5 / "LR_bicubic" / "X4" / f"{name}x4.png", tmp_path / f"{name}.png")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def baby_lr():
+    """Set5 'baby' x4 LR input, 128x128 uint8 RGB (tiler tests)."""
+    return read_image(shared_file("data/Set5/LR_bicubic/X4/babyx4.png"))

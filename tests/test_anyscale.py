@@ -41,12 +41,6 @@ from tests.conftest import shared_file
 
 
 @pytest.fixture(scope="module")
-def baby():
-    """Set5 'baby' x4 LR input, 128x128 uint8 RGB."""
-    return read_image(shared_file("data/Set5/LR_bicubic/X4/babyx4.png"))
-
-
-@pytest.fixture(scope="module")
 def fmen_lte() -> SRModel:
     """FMEN-S + LTE: the built-in trained weights."""
     return load_model(builtin_weights_path("anyscale"))
@@ -79,8 +73,8 @@ def test_output_size_rounds_as_the_official_test():
 
 
 @pytest.mark.parametrize("scale", [1.5, 3.7])
-def test_tiled_equals_whole_fmen(baby, fmen_lte, scale):
-    image = baby[:72, :40].astype(np.float32) / 255
+def test_tiled_equals_whole_fmen(baby_lr, fmen_lte, scale):
+    image = baby_lr[:72, :40].astype(np.float32) / 255
     size = output_size(72, 40, scale)
     whole = upscale_array_to(fmen_lte, image, size, tile=10**6)
     tiled = upscale_array_to(fmen_lte, image, size, tile=16)  # rounded up to 32
@@ -90,9 +84,9 @@ def test_tiled_equals_whole_fmen(baby, fmen_lte, scale):
     assert _max_diff(tiled, whole) < 1e-4
 
 
-def test_too_little_context_shows_seams(baby, fmen_lte):
+def test_too_little_context_shows_seams(baby_lr, fmen_lte):
     # The control for the test above: 1 pixel of context is far from FMEN-S's 35.
-    image = baby[:72, :40].astype(np.float32) / 255
+    image = baby_lr[:72, :40].astype(np.float32) / 255
     size = output_size(72, 40, 1.5)
     whole = upscale_array_to(fmen_lte, image, size, tile=10**6)
     seams = upscale_array_to(fmen_lte, image, size, tile=32, margin=1)
@@ -114,20 +108,20 @@ def test_tiled_equals_whole_esc():
     assert _max_diff(tiled, whole) < 1e-4
 
 
-def test_uint8_gray_and_small_images(baby, fmen_lte):
-    whole = upscale_array_to(fmen_lte, baby[:40, :64], (50, 110), tile=10**6)
-    tiled = upscale_array_to(fmen_lte, baby[:40, :64], (50, 110), tile=32)
+def test_uint8_gray_and_small_images(baby_lr, fmen_lte):
+    whole = upscale_array_to(fmen_lte, baby_lr[:40, :64], (50, 110), tile=10**6)
+    tiled = upscale_array_to(fmen_lte, baby_lr[:40, :64], (50, 110), tile=32)
     assert tiled.dtype == np.uint8 and tiled.shape == (50, 110, 3)
     assert _max_diff(tiled, whole) <= 1
-    gray = upscale_array_to(fmen_lte, baby[:30, :30, 1], (50, 50))
+    gray = upscale_array_to(fmen_lte, baby_lr[:30, :30, 1], (50, 50))
     assert gray.shape == (50, 50) and gray.dtype == np.uint8
-    tiny = upscale_array_to(fmen_lte, baby[:3, :5], (7, 12))  # edge-padded for encoding
+    tiny = upscale_array_to(fmen_lte, baby_lr[:3, :5], (7, 12))  # edge-padded for encoding
     assert tiny.shape == (7, 12, 3)
-    assert _max_diff(tiny.mean((0, 1)), baby[:3, :5].mean((0, 1))) < 10
+    assert _max_diff(tiny.mean((0, 1)), baby_lr[:3, :5].mean((0, 1))) < 10
 
 
-def test_memory_budget_tiles_and_reports_progress(baby, fmen_lte):
-    image = baby[:96, :96]
+def test_memory_budget_tiles_and_reports_progress(baby_lr, fmen_lte):
+    image = baby_lr[:96, :96]
     plan = plan_anyscale(96, 96, fmen_lte, max_memory=48 << 20)
     assert plan.count > 1 and plan.margin == CONTEXT["fmen_s_lte"]
     assert plan_anyscale(96, 96, fmen_lte, max_memory=4 << 30).count == 1
@@ -145,9 +139,9 @@ def test_default_budget_tiles_a_large_image(fmen_lte):
     assert plan.count > 1 and 1024 <= plan.chunk <= 16384
 
 
-def test_bf16_runs(baby, lte_weights):
-    fp32 = Upscaler(weights=lte_weights, scale=2.5, precision="fp32")(baby[:32, :32])
-    bf16 = Upscaler(weights=lte_weights, scale=2.5, precision="bf16")(baby[:32, :32])
+def test_bf16_runs(baby_lr, lte_weights):
+    fp32 = Upscaler(weights=lte_weights, scale=2.5, precision="fp32")(baby_lr[:32, :32])
+    bf16 = Upscaler(weights=lte_weights, scale=2.5, precision="bf16")(baby_lr[:32, :32])
     assert bf16.shape == fp32.shape == (80, 80, 3)
     assert np.abs(bf16.astype(int) - fp32).mean() < 2
 
@@ -161,24 +155,24 @@ def test_builtin_anyscale_is_one_file():
     assert builtin_weights_path("anyscale", 2.5) == builtin_weights_path("anyscale", 4)
 
 
-def test_arbitrary_weights_take_any_scale(baby, lte_weights):
+def test_arbitrary_weights_take_any_scale(baby_lr, lte_weights):
     assert resolve_model(None, lte_weights, 2.5).arbitrary_scale
     assert resolve_model(None, lte_weights, 3).arbitrary_scale  # integer scales too
     upscaler = Upscaler(weights=lte_weights, scale=2.5)
     assert upscaler.arbitrary_scale and upscaler.scale == 2.5 and upscaler.hint is None
-    assert upscaler(baby[:50, :30]).shape == (125, 75, 3)
-    assert Upscaler(weights=lte_weights, scale=3)(baby[:20, :30]).shape == (60, 90, 3)
-    assert upscale(baby[:20, :30], weights=lte_weights, size=(33, 17)).shape == (33, 17, 3)
-    rgba = np.dstack([baby[:20, :30], np.arange(600, dtype=np.uint8).reshape(20, 30)])
+    assert upscaler(baby_lr[:50, :30]).shape == (125, 75, 3)
+    assert Upscaler(weights=lte_weights, scale=3)(baby_lr[:20, :30]).shape == (60, 90, 3)
+    assert upscale(baby_lr[:20, :30], weights=lte_weights, size=(33, 17)).shape == (33, 17, 3)
+    rgba = np.dstack([baby_lr[:20, :30], np.arange(600, dtype=np.uint8).reshape(20, 30)])
     assert upscaler(rgba).shape == (50, 75, 4)
 
 
-def test_fixed_scale_model_at_a_non_integer_scale_resizes_with_a_hint(baby):
+def test_fixed_scale_model_at_a_non_integer_scale_resizes_with_a_hint(baby_lr):
     upscaler = Upscaler(model="default", scale=2.5)
     assert upscaler.scale == 3 and upscaler.outscale == 2.5
     assert "anyscale" in upscaler.hint
-    assert upscaler(baby[:20, :30]).shape == (50, 75, 3)
-    assert Upscaler(model="bicubic", scale=2.5)(baby[:20, :30]).shape == (50, 75, 3)
+    assert upscaler(baby_lr[:20, :30]).shape == (50, 75, 3)
+    assert Upscaler(model="bicubic", scale=2.5)(baby_lr[:20, :30]).shape == (50, 75, 3)
 
 
 @pytest.mark.parametrize(
@@ -196,10 +190,10 @@ def test_api_errors(kwargs, message):
         Upscaler(**kwargs)
 
 
-def test_builtin_anyscale_through_the_api(baby):
+def test_builtin_anyscale_through_the_api(baby_lr):
     upscaler = Upscaler(scale=2.5)
     assert upscaler.name == "fmen_s_lte" and upscaler.scale == 2.5
-    assert upscaler(baby[:40, :32]).shape == (100, 80, 3)
+    assert upscaler(baby_lr[:40, :32]).shape == (100, 80, 3)
     assert Upscaler(size=(50, 70)).name == "fmen_s_lte"
     assert Upscaler(model="anyscale", scale=2).scale == 2
     assert Upscaler(scale=2).name == "fmen_s"  # integer scale: the default model
@@ -288,7 +282,7 @@ def test_video_at_a_non_integer_scale_gets_even_sides(tmp_path, lte_weights):
 # ----------------------------------------------------------------------------- serve
 
 
-def test_served_scales_of_fixed_and_any_scale_models(baby):
+def test_served_scales_of_fixed_and_any_scale_models(baby_lr):
     from lightsr.serve.engine import EngineOptions, Job, ModelPool
     from lightsr.serve.errors import ServeError
 
@@ -301,7 +295,7 @@ def test_served_scales_of_fixed_and_any_scale_models(baby):
         pool.check("anyscale", 8.5)
     from lightsr.io import encode_image
 
-    data = encode_image(baby[:20, :24], ".png").tobytes()
+    data = encode_image(baby_lr[:20, :24], ".png").tobytes()
     job = Job(
         model="anyscale",
         scale=2.5,

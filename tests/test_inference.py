@@ -16,15 +16,8 @@ from lightsr.inference import (
     upscale_array,
     upscale_tensor,
 )
-from lightsr.io import read_image
 from tests.conftest import shared_file
 from tests.tiny_sr import TINY_DEPTH, tiny_model
-
-
-@pytest.fixture(scope="module")
-def baby_lr():
-    """Set5 'baby' x4 LR input, 128x128 uint8 RGB."""
-    return read_image(shared_file("data/Set5/LR_bicubic/X4/babyx4.png"))
 
 
 def _tensor(image: np.ndarray) -> torch.Tensor:
