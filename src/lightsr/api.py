@@ -8,30 +8,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lightsr import anyscale
-from lightsr.errors import CheckpointError, ImageError, UsageError
+from lightsr.backends import Backend, check_weights, get_backend
+from lightsr.errors import ImageError, UsageError
 from lightsr.imresize import imresize
 from lightsr.inference import (
     DEFAULT_TILE_OVERLAP,
     ProgressCallback,
-    prepare_model,
     upscale_array,
 )
 from lightsr.io import read_image
 from lightsr.models import ANYSCALE_MODEL, SRModel
-from lightsr.options import (
-    AUTO_PRECISION,
-    BACKENDS,
-    DEFAULT_SCALE,
-    resolve_device,
-    resolve_precision,
-    set_threads,
-)
-from lightsr.ort import OrtModel, check_ort_options, is_onnx_file, load_onnx_model
-from lightsr.quantize import cached_onnx
+from lightsr.options import AUTO_PRECISION, DEFAULT_SCALE, set_threads
 
 BICUBIC = "bicubic"
 BICUBIC_SCALES = (2, 3, 4)
@@ -67,9 +59,11 @@ class Upscaler:
             ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime: the statically
             quantised export, see :mod:`lightsr.quantize`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32, fp16 or int8): runs ``weights``
-            when it is an ``.onnx`` export, otherwise the model's ONNX export, made on first
-            use and cached (see :func:`lightsr.export.cached_export`).
+        backend: ``"torch"``, ``"onnxruntime"`` (CPU, fp32, fp16 or int8) or ``"ncnn"``
+            (CPU, or a Vulkan GPU with ``device="auto"``; fp16 or fp32 weights, ``auto``:
+            fp16): runs ``weights`` when it is a file of the backend's own format
+            (``.onnx``, ``.param``), otherwise the model's export, made on first use and
+            cached (see :mod:`lightsr.backends`).
         outscale: final size factor when it differs from the network's scale (``3.5``):
             the network's output is resized by MATLAB-exact bicubic to ``outscale`` × the
             input size (rounded).
@@ -85,6 +79,9 @@ class Upscaler:
             non-integer ``scale``; ``None`` otherwise.
         precision: the precision the model runs in (``"auto"`` resolved).
         precision_reason: why ``"auto"`` chose it, in a few words; ``None`` when not asked.
+        backend: the loaded :class:`lightsr.backends.Backend` (``None`` for bicubic);
+            :meth:`describe` says what runs.
+        network: the model the backend runs (``backend.network``).
 
     Raises:
         UsageError: unknown backend, precision, device or model name; bad scale.
@@ -106,10 +103,7 @@ class Upscaler:
         threads: int | None = None,
         size: tuple[int, int] | None = None,
     ) -> None:
-        if backend not in BACKENDS:
-            raise UsageError(
-                f"backend {backend!r} is not available; choose one of: {', '.join(BACKENDS)}"
-            )
+        backend_class = get_backend(backend)
         if scale is not None and not _is_integer(scale):
             anyscale.check_scale(scale)
         elif scale is not None and scale < 1:
@@ -125,15 +119,9 @@ class Upscaler:
             if scale is not None or outscale is not None:
                 raise UsageError("give an output size or a scale, not both")
         set_threads(threads)
-        auto = precision == AUTO_PRECISION
-        if backend == "onnxruntime":
-            check_ort_options(device, "fp32" if auto else precision)
-            device = "cpu"
-        elif is_onnx_file(weights):
-            raise UsageError(f"{weights}: an .onnx model needs backend 'onnxruntime'")
-        elif not auto:
-            resolve_precision(precision)
-        self.device = resolve_device(device)
+        backend_class.check_options(device, precision)
+        check_weights(backend_class, weights)
+        self.device = backend_class.data_device(device)
         self.precision = precision
         self.precision_reason: str | None = None
         self.tile = tile
@@ -141,24 +129,26 @@ class Upscaler:
         self.outscale = outscale
         self.size = size
         self.hint: str | None = None
-        self.network: SRModel | OrtModel | None = None
+        self.backend: Backend | None = None
         if model == BICUBIC and weights is None:
-            self._settle_precision(None, backend)
+            self._settle_precision(backend)
             self.scale = DEFAULT_SCALE if scale is None else _as_scale(scale)
             self.tile_overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
             return
         wants_any = (size is not None or not _is_integer(scale)) and model is None
         if wants_any and weights is None:
             model = ANYSCALE_MODEL
-        if backend == "onnxruntime":
-            if wants_any or model == ANYSCALE_MODEL:
-                raise UsageError("arbitrary-scale models run on the torch backend only")
-            self._settle_precision(None, backend)
-            self.network = _onnx_network(model, scale, weights, self.precision, threads)
+        if wants_any or model == ANYSCALE_MODEL:
+            backend_class.check_arbitrary_scale()
+        if backend_class.runs_file(weights):
+            self.backend = backend_class.open(weights, precision, device, threads)
+            if scale is not None and scale != self.backend.scale:
+                raise UsageError(f"{weights} upscales x{self.backend.scale}, not x{scale}")
         else:
             network = self._load(model, scale, weights)
-            self._settle_precision(network, backend)
-            self.network = prepare_model(network, self.device, self.precision)
+            self.backend = backend_class.from_model(network, precision, device, threads)
+        self.precision = self.backend.precision
+        self.precision_reason = self.backend.precision_reason
         if self.arbitrary_scale:
             if outscale is not None:  # renders at outscale directly
                 scale, self.outscale = outscale, None
@@ -201,9 +191,22 @@ class Upscaler:
         return network
 
     @property
+    def network(self) -> Any:
+        """What the backend runs: an :class:`~lightsr.models.SRModel`, an
+        :class:`~lightsr.ort.OrtModel` or an :class:`~lightsr.ncnn_runtime.NcnnSRModel`
+        (``None`` for bicubic)."""
+        return None if self.backend is None else self.backend.network
+
+    @property
     def arbitrary_scale(self) -> bool:
         """Whether the network renders any scale and size itself (an LTE model)."""
-        return isinstance(self.network, SRModel) and self.network.arbitrary_scale
+        return self.backend is not None and self.backend.arbitrary_scale
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: backend, precision, device, scale, network and its provenance."""
+        if self.backend is None:
+            return {"backend": None, "precision": self.precision, "model": BICUBIC}
+        return self.backend.describe()
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of the output for an ``height`` × ``width`` input."""
@@ -214,14 +217,12 @@ class Upscaler:
             return height * int(factor), width * int(factor)
         return anyscale.output_size(height, width, factor)
 
-    def _settle_precision(self, network: SRModel | None, backend: str) -> None:
-        """Resolve ``precision="auto"`` for ``network`` (``None``: bicubic or onnxruntime)."""
+    def _settle_precision(self, backend: str) -> None:
+        """Resolve ``precision="auto"`` for bicubic (no network)."""
         from lightsr.runtime import auto_precision
 
         if self.precision == AUTO_PRECISION:
-            self.precision, self.precision_reason = auto_precision(
-                network, self.device.type, backend
-            )
+            self.precision, self.precision_reason = auto_precision(None, self.device.type, backend)
 
     @property
     def name(self) -> str:
@@ -371,29 +372,6 @@ def _load_network(
     if weights is not None and scale is None:
         return load_model(Path(weights))
     return resolve_model(model, weights, DEFAULT_SCALE if scale is None else scale)
-
-
-def _onnx_network(
-    model: str | SRModel | None,
-    scale: int | None,
-    weights: str | os.PathLike | None,
-    precision: str,
-    threads: int | None = None,
-) -> OrtModel:
-    """The ONNX Runtime model: ``weights`` if it is an ``.onnx`` file, else a cached export
-    (quantised for ``precision="int8"``, see :func:`lightsr.quantize.cached_int8_export`)."""
-    if is_onnx_file(weights):
-        network = load_onnx_model(weights, threads)
-        if scale is not None and scale != network.scale:
-            raise UsageError(f"{weights} upscales x{network.scale}, not x{scale}")
-        return network
-    torch_model = _load_network(model, scale, weights)
-    path = cached_onnx(torch_model, precision)
-    try:
-        return load_onnx_model(path, threads)
-    except CheckpointError:  # a damaged cache file (disk full, killed copy): export again
-        path.unlink(missing_ok=True)
-        return load_onnx_model(cached_onnx(torch_model, precision), threads)
 
 
 def _is_integer(scale: float | None) -> bool:

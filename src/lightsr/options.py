@@ -41,8 +41,9 @@ DEFAULT_SCALE = 4
 # Range of factors arbitrary-scale models (lightsr.anyscale) take, integer or not.
 MIN_SCALE = 1.0
 MAX_SCALE = 8.0
-# Inference backends: eager PyTorch, or the network's ONNX export on ONNX Runtime.
-BACKENDS = ("torch", "onnxruntime")
+# Inference backends: eager PyTorch, the network's ONNX export on ONNX Runtime, or its NCNN
+# export on ncnn. Each is a class in lightsr.backends, registered under this name.
+BACKENDS = ("torch", "onnxruntime", "ncnn")
 # Benchmark protocols (see :mod:`lightsr.bench`).
 BENCH_PROTOCOLS = ("robust", "ntire")
 # Image file suffix (lowercase) → format name, for every format lightsr reads and writes.

@@ -21,7 +21,7 @@ from lightsr.paths import cache_dir, replaced_atomically, shared_dir
 DEFAULT_SET = "Set5"
 # Bubble area in points² per thousand parameters: ~170 pt² for a 340K-parameter network.
 AREA_PER_KPARAM = 0.5
-BACKEND_MARKERS = {"torch": "o", "onnxruntime": "s"}
+BACKEND_MARKERS = {"torch": "o", "onnxruntime": "s", "ncnn": "^"}
 
 
 @dataclass(frozen=True)

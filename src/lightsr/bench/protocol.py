@@ -1,4 +1,5 @@
-"""Measuring: the backends' runners, the robust and ntire protocols, isolation per network."""
+"""Measuring: the robust and ntire protocols, isolation per network. Each backend's timed
+forward comes from its class (:meth:`lightsr.backends.Backend.bench_runner`)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightsr.archs.blocks import to_inference_layout
 from lightsr.archs.registry import ArchSpec, arch_specs, build_model, get_arch
+from lightsr.backends import backend_names, get_backend
 from lightsr.bench.complexity import count_arbitrary_complexity, count_complexity
 from lightsr.bench.memory import MemoryProbe
 from lightsr.bench.settings import BenchRow, BenchSettings
 from lightsr.deploy import deploy_module, has_deploy_form
 from lightsr.errors import LightSRError, UsageError
+from lightsr.models import SRModel
 from lightsr.options import MAX_SCALE, MIN_SCALE, check_scale, resolve_precision
 
 # Side of the priming input of the robust protocol: large enough for every network's
@@ -63,34 +65,6 @@ def deploy_form(module: nn.Module) -> tuple[nn.Module, str]:
 def _padded_side(side: int, spec: ArchSpec) -> int:
     """``side`` rounded up to the network's test-time padding multiple."""
     return -(-side // spec.pad_multiple) * spec.pad_multiple
-
-
-def _torch_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> Runner:
-    """Eager PyTorch: the bare network on an input in its own value range.
-
-    The input is padded beforehand to the test-time multiple (ESC), as the official test
-    pipeline does, so only the network is timed.
-    """
-    device = torch.device(settings.device)
-    dtype = resolve_precision(settings.precision)
-    module = to_inference_layout(module.to(device=device, dtype=dtype).eval())
-    if settings.compile:
-        module = torch.compile(module)
-
-    def make_input(height: int, width: int) -> torch.Tensor:
-        x = torch.rand(1, 3, height, width) * spec.input_range
-        pad_h = _padded_side(height, spec) - height
-        pad_w = _padded_side(width, spec) - width
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        return x.to(device=device, dtype=dtype)
-
-    def forward(x: torch.Tensor) -> None:
-        module(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return Runner(forward=forward, make_input=make_input)
 
 
 def output_size(settings: BenchSettings) -> tuple[int, int]:
@@ -131,28 +105,6 @@ def _arbitrary_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings
     return Runner(forward=forward, make_input=make_input, parts=parts)
 
 
-def _onnx_runner(module: nn.Module, spec: ArchSpec, settings: BenchSettings) -> Runner:
-    """ONNX Runtime on the CPU: the cached ONNX export of ``module`` ([0, 1] in and out).
-
-    The exported graph contains the value-range conversion and any test-time padding.
-    """
-    from lightsr.models import SRModel
-    from lightsr.ort import INPUT_NAME, OUTPUT_NAME, create_session
-    from lightsr.quantize import cached_onnx
-
-    model = SRModel(module=module, spec=spec, scale=settings.scale)
-    path = cached_onnx(model, settings.precision)
-    session = create_session(path, threads=settings.threads)
-
-    def make_input(height: int, width: int) -> Any:
-        return torch.rand(1, 3, height, width).numpy()
-
-    def forward(array: Any) -> None:
-        session.run([OUTPUT_NAME], {INPUT_NAME: array})
-
-    return Runner(forward=forward, make_input=make_input)
-
-
 # ---------------------------------------------------------------------------- measuring
 
 
@@ -179,13 +131,10 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
     built = build_model(spec.name, build_scale).eval()
     module, form = deploy_form(built)
     if spec.arbitrary_scale:
-        make_runner = _arbitrary_runner
-    elif settings.backend == "onnxruntime":
-        make_runner = _onnx_runner
+        runner = _arbitrary_runner(module, spec, settings)
     else:
-        make_runner = _torch_runner
-    # The ONNX exporter re-parameterises on its own copy.
-    runner = make_runner(built if settings.backend == "onnxruntime" else module, spec, settings)
+        model = SRModel(module=module, spec=spec, scale=settings.scale)
+        runner = Runner(*get_backend(settings.backend).bench_runner(model, settings))
     probe = MemoryProbe(torch.device(settings.device))
     with torch.inference_mode():
         compile_s = _compile(runner, settings) if settings.compile else None
@@ -243,10 +192,10 @@ def _arbitrary_fields(
 
 def check_arbitrary_settings(spec: ArchSpec, settings: BenchSettings) -> None:
     """Raise :class:`UsageError` for settings an arbitrary-scale network cannot run with."""
-    if settings.backend == "onnxruntime":
+    if not get_backend(settings.backend).arbitrary_scale_networks:
         raise UsageError(
             f"{spec.name}: export of arbitrary-scale models is not supported yet "
-            "(no onnxruntime backend)"
+            f"(no {settings.backend} backend)"
         )
     if settings.compile:
         raise UsageError(f"{spec.name}: --compile does not apply to arbitrary-scale networks")
@@ -454,12 +403,8 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = str(torch.version.cuda)
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    for name in backend_names():
+        info.update(get_backend(name).versions())
     return info
 
 

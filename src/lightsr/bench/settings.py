@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -13,7 +12,6 @@ from lightsr.options import (
     BENCH_PROTOCOLS,
     DEVICE_TYPES,
     INFERENCE_PRECISIONS,
-    ORT_ONLY_PRECISIONS,
     check_choice,
     resolve_device,
 )
@@ -27,8 +25,10 @@ class BenchSettings:
         scale: upscale factor (any number from 1 to 8 for arbitrary-scale networks).
         size: LR input (height, width).
         device: ``"cpu"`` or ``"cuda"``.
-        backend: ``"torch"`` (eager) or ``"onnxruntime"`` (the network's ONNX export).
-        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime).
+        backend: ``"torch"`` (eager), ``"onnxruntime"`` (the network's ONNX export) or
+            ``"ncnn"`` (its NCNN export, CPU); see :mod:`lightsr.backends`.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (torch) or ``"int8"`` (onnxruntime);
+            what each backend runs is :attr:`lightsr.backends.Backend.precisions`.
         protocol: ``"robust"`` or ``"ntire"`` (see :mod:`lightsr.bench`).
         runs: timed forwards (robust) or images (ntire).
         warmup: untimed forwards before timing (robust only).
@@ -49,11 +49,18 @@ class BenchSettings:
 
     def validate(self) -> None:
         """Raise :class:`UsageError` for invalid values or combinations."""
+        from lightsr.backends import get_backend
+
         check_choice("device", self.device, DEVICE_TYPES)
         check_choice("backend", self.backend, BACKENDS)
         check_choice("precision", self.precision, INFERENCE_PRECISIONS)
-        if self.precision in ORT_ONLY_PRECISIONS and self.backend != "onnxruntime":
-            raise UsageError(f"{self.precision} runs on the onnxruntime backend only")
+        backend = get_backend(self.backend)
+        if self.precision not in backend.precisions:
+            runs = [name for name in BACKENDS if self.precision in get_backend(name).precisions]
+            raise UsageError(
+                f"{self.precision} runs on the {' or '.join(runs)} backend only, "
+                f"not on {self.backend}"
+            )
         check_choice("protocol", self.protocol, BENCH_PROTOCOLS)
         for name in ("scale", "runs", "threads"):
             if getattr(self, name) < 1:
@@ -64,13 +71,11 @@ class BenchSettings:
             raise UsageError(f"input size must be two positive sides, got {self.size}")
         if self.protocol == "ntire" and self.precision != "fp32":
             raise UsageError("--protocol ntire measures in fp32 (the challenge procedure)")
-        if self.compile and self.backend != "torch":
-            raise UsageError("--compile applies to the torch backend only")
-        if self.backend == "onnxruntime":
-            _check_onnx_backend()
-            from lightsr.ort import check_ort_options
-
-            check_ort_options(self.device, self.precision)
+        if self.compile and not backend.compiles:
+            runs = [name for name in BACKENDS if get_backend(name).compiles]
+            raise UsageError(f"--compile applies to the {' or '.join(runs)} backend only")
+        backend.check_available()
+        backend.check_options(self.device, self.precision)
         if self.device == "cuda":
             resolve_device(self.device)
 
@@ -78,19 +83,6 @@ class BenchSettings:
     def input_label(self) -> str:
         """``"256x256"``."""
         return f"{self.size[0]}x{self.size[1]}"
-
-
-def _check_onnx_backend() -> None:
-    """Raise :class:`UsageError` unless the exporter and ONNX Runtime can be imported."""
-    missing = [
-        name
-        for name in ("lightsr.export", "onnx", "onnxruntime")
-        if importlib.util.find_spec(name) is None
-    ]
-    if missing:
-        raise UsageError(
-            f"the onnxruntime backend is not available here (missing: {', '.join(missing)})"
-        )
 
 
 @dataclass

@@ -43,6 +43,7 @@ Examples:
   lightsr bench --models all --input 320x180 --json > bench.json
   lightsr bench --device cuda --precision fp16 --plot bench.png
   lightsr bench --backend all --threads 4
+  lightsr bench --models fmen_s,ditn_real --backend ncnn   # NCNN export on the CPU
   lightsr bench --models fmen_s --compile    # torch.compile; compile time reported apart
   lightsr bench --models fmen_s_lte --scale 6 --input 64x64 --json
 """
@@ -70,7 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input", default="256x256", metavar="HxW", help="LR input size (default: 256x256)"
     )
     parser.add_argument("--device", default="cpu", choices=DEVICE_TYPES)
-    parser.add_argument("--backend", default="torch", choices=(*BACKENDS, "all"))
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=(*BACKENDS, "all"),
+        help="torch (default), onnxruntime, ncnn (their cached exports, CPU), or all",
+    )
     add_precision_argument(parser, auto=False)  # rows compare precisions: name one
     parser.add_argument("--protocol", default="robust", choices=BENCH_PROTOCOLS)
     parser.add_argument(

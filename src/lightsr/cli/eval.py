@@ -40,6 +40,7 @@ Examples:
   lightsr eval --data Set5 --scale 4 --model bicubic
   lightsr eval --data Set14 --scale 2 --weights runs/fmen_x2/best.safetensors --json
   lightsr eval --data Set5 --model fmen_s --backend onnxruntime --precision int8
+  lightsr eval --data Set5 --model ditn_real --backend ncnn --precision fp32
   lightsr eval --data RealSRSet --scale 4 --metric niqe
   lightsr eval --data Set14 --scale 6 --model anyscale
   lightsr eval --data Set14 --scale 6 --model default --outscale-from 4
@@ -84,7 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="'bicubic', a network or published-checkpoint name (default: built-in model)",
     )
-    which.add_argument("--weights", metavar="PATH", help="checkpoint file to evaluate")
+    which.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="checkpoint file to evaluate (.onnx with --backend onnxruntime, .param with "
+        "--backend ncnn)",
+    )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_precision_argument(parser)
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
@@ -105,9 +111,9 @@ def parse_scale(text: str) -> int | float:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `lightsr --help` does not pay for torch.
     from lightsr.api import BICUBIC, Upscaler
+    from lightsr.backends import file_backend, get_backend
     from lightsr.errors import UsageError
     from lightsr.evaluate import evaluate, find_test_images
-    from lightsr.options import resolve_device
 
     # Check the folder first so a typo is reported before any model is loaded.
     find_test_images(args.data, args.scale, args.metric)
@@ -116,17 +122,21 @@ def run(args: argparse.Namespace) -> int:
     threads = resolve_threads(args.threads)
     # Without --model, a non-integer scale is the built-in anyscale model (as upscale).
     network_scale = args.scale if args.outscale_from is None else args.outscale_from
-    # The deploy form in its inference layout (torch), or the (quantised) export.
+    # The deploy form in its inference layout (torch), or the (quantised) export: see
+    # lightsr.backends.
     options = {
         "precision": args.precision,
         "device": args.device,
         "backend": args.backend,
         "threads": threads,
     }
-    if args.backend == "torch" and not (args.model == BICUBIC and args.weights is None):
+    bicubic = args.model == BICUBIC and args.weights is None
+    if not bicubic and file_backend(args.weights) is None:
         # Loaded here, not by Upscaler: arbitrary-scale weights serve every scale. A bad
-        # device is reported before any model is loaded, as Upscaler does.
-        resolve_device(args.device)
+        # backend, device or precision is reported before any model is loaded.
+        backend = get_backend(args.backend)
+        backend.check_options(args.device, args.precision)
+        backend.data_device(args.device)
         network = _load_network(args.model, args.weights, network_scale)
         upscaler = Upscaler(model=network, **options)
     else:

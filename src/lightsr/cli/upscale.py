@@ -50,6 +50,8 @@ Examples:
   lightsr upscale old.jpg -o old_x4.png --quality real       # noisy/JPEG photos: GAN model
   lightsr upscale photos/ -o big/ --recursive --model emt --scale 2
   lightsr upscale 'scans/*.tif' -o out/ --tile 256 --precision bf16 --json
+  lightsr upscale photo.jpg -o photo_x4.png --backend ncnn    # NCNN export, fp16 weights
+  lightsr upscale photo.jpg -o photo_x4.png --backend ncnn --weights fmen_s-x4.param
   lightsr upscale clip.mp4 -o clip_x4.mp4 --codec h265 --crf 22
   lightsr upscale s3://bucket/frames -o /mnt/shared/frames_x4 --ray auto
 """
@@ -72,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'bicubic', a network or published-checkpoint name (default: built-in model)",
     )
     which.add_argument(
-        "--weights", metavar="PATH", help="checkpoint file (.onnx with --backend onnxruntime)"
+        "--weights",
+        metavar="PATH",
+        help="checkpoint file (.onnx with --backend onnxruntime, .param with --backend ncnn)",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
@@ -106,7 +110,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_precision_argument(parser, default=AUTO_PRECISION)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--backend", default="torch", choices=BACKENDS)
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (default); onnxruntime or ncnn: the model's ONNX or NCNN export, made "
+        "once and cached (ncnn: on a Vulkan GPU where ncnn finds one, else the CPU)",
+    )
     parser.add_argument(
         "--suffix", metavar="TEXT", help="added to output file names (default: _x<S>)"
     )
@@ -207,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         summary = {
             "model": upscaler.name if upscaler else None,
+            "backend": args.backend,
             "scale": scale,
             "device": str(upscaler.device) if upscaler else None,
             "precision": upscaler.precision if upscaler else None,

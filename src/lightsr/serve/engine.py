@@ -36,12 +36,14 @@ FORMATS = {
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How every served model runs (the ``lightsr upscale`` options of the same names)."""
+    """How every served model runs (the ``lightsr upscale`` options of the same names;
+    ``backend`` names a :mod:`lightsr.backends` class)."""
 
     device: str = "auto"
     precision: str = AUTO_PRECISION
     tile: int | None = None
     max_memory: int | None = None
+    backend: str = "torch"
 
 
 def served_scales(name: str) -> tuple[int, ...]:
@@ -130,6 +132,7 @@ class ModelPool:
                     max_memory=self.options.max_memory,
                     precision=self.options.precision,
                     device=self.options.device,
+                    backend=self.options.backend,
                 )
                 self._upscalers[(name, scale)] = upscaler
             return upscaler
