@@ -129,3 +129,25 @@ def test_fine_tune_from_deploy_weights(tiny_data, tmp_path):
     raw["model"]["options"]["deploy"] = False
     with pytest.raises(CheckpointError, match="does not fit"):
         train(config_from_dict({**raw, "name": "mismatch"}), progress=False)
+
+
+def test_non_finite_gradient_skips_the_step(tiny_data, tmp_path, monkeypatch, capsys):
+    # One NaN loss must not poison the weights or Adam's moments (bf16 kernels on CPU
+    # produced one now and then): that step is skipped and training goes on.
+    from lightsr.train.engine import Trainer
+
+    pixel_loss, calls = Trainer._pixel_loss, []
+
+    def nan_on_third(self, output, target, batch):
+        calls.append(None)
+        loss = pixel_loss(self, output, target, batch)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(Trainer, "_pixel_loss", nan_on_third)
+    result = train(config_from_dict(tiny_config(tiny_data, tmp_path / "runs")), progress=True)
+    assert result.iterations == 20
+    weights, _ = read_state_dict(result.run_dir / "final.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+    captured = capsys.readouterr()
+    assert "iteration 3: non-finite gradient, step skipped" in captured.out + captured.err
+    assert result.val_psnr > 0

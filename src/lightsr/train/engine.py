@@ -17,6 +17,7 @@ Run folder layout (``<output_dir>/<name>/``)::
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -455,8 +456,14 @@ class Trainer:
             self.scaler.step(optimizer)
         else:
             loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(module.parameters(), clip)
+            norm = nn.utils.clip_grad_norm_(module.parameters(), clip or math.inf)
+            if not torch.isfinite(norm):
+                # A rare non-finite gradient (seen with bf16 oneDNN kernels on CPU, not
+                # reproducible run to run) would turn the weights and Adam's moments into
+                # NaN for good; skip the step, as GradScaler does for fp16.
+                optimizer.zero_grad(set_to_none=True)
+                self._message(f"iteration {self.iteration + 1}: non-finite gradient, step skipped")
+                return
             optimizer.step()
 
     @torch.no_grad()
