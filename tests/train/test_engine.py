@@ -149,5 +149,5 @@ def test_non_finite_gradient_skips_the_step(tiny_data, tmp_path, monkeypatch, ca
     weights, _ = read_state_dict(result.run_dir / "final.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
     captured = capsys.readouterr()
-    assert "iteration 3: non-finite gradient, step skipped" in captured.out + captured.err
+    assert "iteration 3: non-finite generator gradient, step skipped" in captured.out + captured.err
     assert result.val_psnr > 0

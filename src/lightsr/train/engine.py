@@ -462,7 +462,10 @@ class Trainer:
                 # reproducible run to run) would turn the weights and Adam's moments into
                 # NaN for good; skip the step, as GradScaler does for fp16.
                 optimizer.zero_grad(set_to_none=True)
-                self._message(f"iteration {self.iteration + 1}: non-finite gradient, step skipped")
+                which = "generator" if module is self.model else "discriminator"
+                self._message(
+                    f"iteration {self.iteration + 1}: non-finite {which} gradient, step skipped"
+                )
                 return
             optimizer.step()
 
