@@ -160,11 +160,18 @@ def test_export_is_one_dynamic_self_contained_file(exported):
     assert "Conv" in onnx_ops(result.path)
     # Constants are folded: convolutions have stored weights and biases (not Cast → Expand
     # chains, which keep ONNX Runtime from its blocked kernels), and the graph stays in the
-    # standard ONNX domain.
+    # standard ONNX domain but for the fused attention of EMT and ESC (ONNX Runtime's
+    # contrib op, see lightsr.export.onnx_forms).
     stored = {tensor.name for tensor in proto.graph.initializer}
     convs = [node for node in proto.graph.node if node.op_type == "Conv"]
     assert all(set(node.input[1:]) <= stored for node in convs)
-    assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}
+    contrib = {
+        (node.domain, node.op_type)
+        for node in proto.graph.node
+        if node.domain not in ("", "ai.onnx")
+    }
+    fused = model.family in ("emt", "esc")
+    assert contrib == ({("com.microsoft", "MultiHeadAttention")} if fused else set())
 
 
 def test_fmen_export_is_reparameterised(tmp_path):

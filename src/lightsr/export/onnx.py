@@ -14,6 +14,7 @@ from torch import nn
 
 from lightsr import __version__
 from lightsr.errors import ExportError, UsageError
+from lightsr.export.onnx_forms import onnx_form, translation_table
 from lightsr.export.trace import deployable_copy, first_line, quiet_exporter, trace
 from lightsr.export.verify import check_witnesses
 from lightsr.models import SRModel
@@ -79,7 +80,8 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}")
     deployed = deployable_copy(model, half)
-    traced = trace(deployed, static)
+    # fp16: the faithful graph (ONNX Runtime has no fp16 CPU kernel of the fused attention).
+    traced = trace(deployed if half else onnx_form(deployed), static)
     metadata = _metadata(deployed, half, opset, traced.min_side, static)
     try:
         with torch.no_grad(), quiet_exporter():
@@ -89,6 +91,7 @@ def export_onnx(
                 opset_version=opset,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
+                custom_translation_table=translation_table(),
                 external_data=False,
                 optimize=False,  # the onnxscript optimiser takes minutes on ESC: _fold_constants
                 verbose=False,
@@ -137,7 +140,8 @@ def _metadata(
 
 def _fold_constants(proto):
     """``proto`` after ONNX Runtime's basic graph optimisations, or as it is if they would
-    leave the standard ONNX domain.
+    add ops of a domain that ``proto`` does not use (the ONNX forms use ONNX Runtime's
+    ``com.microsoft.MultiHeadAttention``, see :mod:`lightsr.export.onnx_forms`).
 
     The basic level is hardware-independent (constant folding, redundant nodes, conv + add,
     mul or BatchNorm fusion). Run here once, it folds what ONNX Runtime's own pass at session
@@ -159,7 +163,8 @@ def _fold_constants(proto):
             proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
         folded = onnx.load(options.optimized_model_filepath)
-    if any(node.domain not in ("", "ai.onnx") for node in folded.graph.node):
+    domains = {"", "ai.onnx"} | {node.domain for node in proto.graph.node}
+    if any(node.domain not in domains for node in folded.graph.node):
         return proto
     # ONNX Runtime declares every domain it knows; keep the export's own declarations.
     del folded.opset_import[:]
@@ -246,8 +251,9 @@ def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
 
 # Part of cached export names: bump when the graph exported from the same weights changes
 # (g2: attention in window groups, see lightsr.archs.blocks.grouped_attention; g3: constants
-# folded by ONNX Runtime, see _fold_constants).
-GRAPH_REVISION = "g3"
+# folded by ONNX Runtime, see _fold_constants; g4: the ONNX forms of EMT, ESC and DITN, see
+# lightsr.export.onnx_forms).
+GRAPH_REVISION = "g4"
 
 
 def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET) -> Path:
