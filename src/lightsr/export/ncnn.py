@@ -14,6 +14,7 @@ torch before they are moved into place together.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import tempfile
@@ -48,7 +49,7 @@ class NcnnExport:
         bin: the ``.bin`` file.
         precision: ``"fp16"`` or ``"fp32"`` weights.
         min_side: smallest input side the graph is valid for.
-        max_abs_diff: NCNN against torch on the check image.
+        max_abs_diff: NCNN against torch on the check image (NaN when not checked).
     """
 
     param: Path
@@ -90,6 +91,7 @@ def export_ncnn(
     output: str | os.PathLike,
     precision: str = "fp16",
     overwrite: bool = False,
+    check: bool = True,
 ) -> NcnnExport:
     """Export ``model`` to an NCNN ``.param``/``.bin`` pair (see the module doc).
 
@@ -98,6 +100,8 @@ def export_ncnn(
         output: a ``.param`` file whose name carries the scale, or a folder.
         precision: ``"fp16"`` (weights stored in fp16, the apps' default) or ``"fp32"``.
         overwrite: replace existing files.
+        check: compare NCNN's output with torch's on a smooth image (off only for
+            benchmarks of random weights, which EMT amplifies beyond the tolerance).
 
     Raises:
         UsageError: bad output path or precision, existing files, pnnx/ncnn missing.
@@ -118,7 +122,7 @@ def export_ncnn(
         work = Path(folder)
         _convert(form, work, precision)
         _rename_blobs(work / "model.ncnn.param")
-        diff = _check(work / "model.ncnn.param", deployed, precision)
+        diff = _check(work / "model.ncnn.param", deployed, precision) if check else math.nan
         _move_pair(
             (work / "model.ncnn.param", param), (work / "model.ncnn.bin", weights), overwrite
         )
