@@ -44,3 +44,6 @@ def test_cli_models_json_and_text(capsys, monkeypatch, tmp_path):
     text = capsys.readouterr().out
     assert "x2 670,572  x3 678,687  x4 690,048" in text
     assert "emt_x4_official" in text and "manual download" in text
+    # One network for every scale: its range and a single parameter count.
+    lte = next(line for line in text.splitlines() if line.split()[:1] == ["fmen_s_lte"])
+    assert "any x1-x8" in lte and "x2 " not in lte

@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from lightsr.options import MAX_SCALE, MIN_SCALE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,13 +32,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scales(variant: dict[str, Any]) -> str:
+    if variant["arbitrary_scale"]:
+        return f"any x{MIN_SCALE:g}-x{MAX_SCALE:g}"
+    return ",".join(f"x{s}" for s in variant["scales"])
+
+
+def _params(variant: dict[str, Any]) -> str:
+    counts = variant["params"]
+    if variant["arbitrary_scale"]:  # one network for every scale
+        return f"{next(iter(counts.values())):,}"
+    return "  ".join(f"x{s} {n:,}" for s, n in counts.items())
+
+
 def _format(info: dict[str, list[dict[str, Any]]]) -> str:
     variants = [
         (
             v["name"],
             v["family"],
-            ",".join(f"x{s}" for s in v["scales"]),
-            "  ".join(f"x{s} {n:,}" for s, n in v["params"].items()),
+            _scales(v),
+            _params(v),
             f"0-{v['input_range']:g}",
             "paper-derived" if v["paper_derived"] else v["description"],
         )
