@@ -205,11 +205,15 @@ class SDA(nn.Module):
         if fast_path():
             return self._forward_fast(x)
         attention, value = self.proj_first(x).chunk(2, dim=1)
-        # The dilated conv by phases here too: besides being faster, it avoids oneDNN's
-        # dilated depthwise weight gradient, which in bf16 on channels_last maps returns
-        # inf/NaN now and then (seen on AMX CPUs with torch 2.13).
-        dense, dilated, pointwise = self.DConvs
-        attention = pointwise(dilated_depthwise_conv(dense(attention), dilated))
+        if self.training:
+            # The dilated conv by phases when training: besides being faster, it avoids
+            # oneDNN's dilated depthwise weight gradient, which in bf16 on channels_last
+            # maps returns inf/NaN now and then (AMX CPUs, torch 2.13). Not when exporting:
+            # the phase sizes would put guards on the traced input size.
+            dense, dilated, pointwise = self.DConvs
+            attention = pointwise(dilated_depthwise_conv(dense(attention), dilated))
+        else:
+            attention = self.DConvs(attention)
         return self.proj_last(value * attention) * self.scale
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
