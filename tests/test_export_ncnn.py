@@ -21,7 +21,7 @@ from lightsr.export.trace import deployable_copy
 from lightsr.io import read_image, to_float
 from lightsr.metrics import psnr
 from lightsr.models import SRModel, load_model
-from tests.conftest import shared_file
+from tests.conftest import randomise_esc_zero_init, shared_file
 
 pytest.importorskip("ncnn")
 pytest.importorskip("pnnx")
@@ -65,20 +65,11 @@ def _model(variant: str) -> SRModel:
         model = load_model(
             {k[len(prefix) :]: v.float() for k, v in golden.items() if k.startswith(prefix)}
         )
-        _randomise_zero_init(model.module)
+        randomise_esc_zero_init(model.module)
     else:
         model = load_model(shared_file(OFFICIAL[variant]))
     assert (model.variant, model.scale) == (variant, 4)
     return model
-
-
-def _randomise_zero_init(module: torch.nn.Module) -> None:
-    """Give ESC's zero-initialised dynamic-kernel layers random weights so they matter."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if ".plk." in name and param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
 def _lr(name: str) -> np.ndarray:

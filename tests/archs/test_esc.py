@@ -19,7 +19,7 @@ from lightsr.archs.esc import (
 )
 from lightsr.archs.registry import detect
 from lightsr.errors import UsageError
-from tests.conftest import shared_file
+from tests.conftest import randomise_esc_zero_init, shared_file
 
 GOLDEN = [
     ("esc_x2", "esc", 2),
@@ -47,15 +47,6 @@ PARAMS = {
 }
 
 TOLERANCE = 1e-4
-
-
-def _randomise_zero_init(module: torch.nn.Module) -> None:
-    """Give the zero-initialised dynamic-kernel layers random weights so they matter."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if ".plk." in name and param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
 @pytest.mark.parametrize("golden_name, variant, scale", GOLDEN)
@@ -88,7 +79,7 @@ def test_parameter_counts(variant, scale):
 def test_batch_of_two_equals_two_single_runs(variant, scale):
     torch.manual_seed(0)
     module = lightsr.build_model(variant, scale, n_blocks=1, conv_blocks=2).eval()
-    _randomise_zero_init(module)
+    randomise_esc_zero_init(module)
     x = torch.rand(2, 3, 20, 36)
     with torch.no_grad():
         batched = module(x)
@@ -101,7 +92,7 @@ def test_dynamic_kernel_layout_matches_per_channel_reference():
     torch.manual_seed(0)
     pdim, channels = 4, 6
     attention = ConvolutionalAttention(pdim)
-    _randomise_zero_init(attention)
+    randomise_esc_zero_init(attention)
     x = torch.randn(2, channels, 9, 11)
     large = torch.randn(pdim, pdim, 5, 5)
     with torch.no_grad():
@@ -170,7 +161,7 @@ def test_d4_average_is_symmetric_and_idempotent():
 def test_gradients_reach_every_parameter(variant, scale):
     torch.manual_seed(0)
     module = lightsr.build_model(variant, scale, n_blocks=1, conv_blocks=2).train()
-    _randomise_zero_init(module)
+    randomise_esc_zero_init(module)
     module(torch.rand(2, 3, 20, 24)).square().mean().backward()
     for name, param in module.named_parameters():
         assert param.grad is not None, name
@@ -232,7 +223,7 @@ def test_exports_with_dynamic_batch_and_size():
     """
     torch.manual_seed(0)
     module = lightsr.build_model("esc", 2, n_blocks=1, conv_blocks=1).eval()
-    _randomise_zero_init(module)
+    randomise_esc_zero_init(module)
     side = torch.export.Dim.DYNAMIC(min=32)
     shapes = {"x": {0: torch.export.Dim.DYNAMIC(min=1), 2: side, 3: side}}
     with torch.no_grad():
