@@ -28,6 +28,7 @@ from lightsr.bench import (
     select_models,
 )
 from lightsr.bench import plot as bench_plot
+from lightsr.bench import protocol
 from lightsr.bench.complexity import count_arbitrary_complexity
 from lightsr.cli import main
 from lightsr.errors import UsageError
@@ -320,6 +321,30 @@ def test_cli_onnxruntime_backend_runs_the_cached_export(tmp_path, monkeypatch, c
     assert (row["backend"], row["form"], row["error"]) == ("onnxruntime", "deploy", None)
     assert row["latency_median_s"] > 0 and row["runs"] == 2
     assert len(list((tmp_path / "onnx").glob("fmen_s_x4_fp32_*.onnx"))) == 1
+
+
+@pytest.mark.parametrize(("backend", "prepared"), [("onnxruntime", True), ("torch", False)])
+def test_exports_are_made_before_the_measuring_process(tmp_path, monkeypatch, backend, prepared):
+    # Exporting in the measuring process warms its heap: the row's peak memory would read
+    # near zero (lightsr.bench.protocol.prepare_network).
+    monkeypatch.setenv("LIGHTSR_CACHE", str(tmp_path))
+    commands = []
+    real_run = protocol.subprocess.run
+
+    def run(command, **kwargs):
+        exported = sorted((tmp_path / "onnx").glob("*.onnx"))
+        commands.append((command[-1] == protocol.PREPARE_FLAG, exported))
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(protocol.subprocess, "run", run)
+    settings = BenchSettings(backend=backend, size=(64, 64), runs=1, warmup=0)
+    (row,) = run_bench(["fmen_s"], settings)
+    assert row.error is None
+    if prepared:
+        assert [flag for flag, _ in commands] == [True, False]
+        assert not commands[0][1] and len(commands[1][1]) == 1  # the second one only loads
+    else:
+        assert [flag for flag, _ in commands] == [False]
 
 
 # ------------------------------------------------------------- arbitrary-scale networks

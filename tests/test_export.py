@@ -158,6 +158,9 @@ def test_export_is_one_dynamic_self_contained_file(exported):
     assert metadata["lightsr_version"] and int(metadata["min_side"]) == result.min_side
     assert result.min_side <= 33
     assert "Conv" in onnx_ops(result.path)
+    # No inner shapes: ONNX Runtime would plan buffer reuse from them that raises the peak
+    # memory 2-3x (lightsr.export.onnx._drop_inner_shapes).
+    assert not proto.graph.value_info
     # Constants are folded: convolutions have stored weights and biases (not Cast → Expand
     # chains, which keep ONNX Runtime from its blocked kernels), and the graph stays in the
     # standard ONNX domain but for the fused attention of EMT and ESC (ONNX Runtime's
@@ -239,6 +242,7 @@ def test_fp16_export_keeps_float32_io(tmp_path):
     proto = onnx.load(str(result.path))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not proto.graph.value_info
     conv_weights = [t for t in proto.graph.initializer if len(t.dims) == 4]
     assert conv_weights and {t.data_type for t in conv_weights} == {onnx.TensorProto.FLOAT16}
     diffs = verify_onnx(result.path, model, half=True)

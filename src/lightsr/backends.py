@@ -57,6 +57,8 @@ class Backend:
         file_suffixes: model files it runs as they are (``--weights model.onnx``).
         arbitrary_scale_networks: whether it runs arbitrary-scale networks (LTE).
         compiles: whether ``torch.compile`` applies (``lightsr bench --compile``).
+        prepares_bench_files: whether :meth:`prepare_bench` makes files (exports) that
+            ``lightsr bench`` should make before, not in, the measuring process.
         modules: Python modules it needs, and the extra that installs them.
 
     Attributes:
@@ -72,6 +74,7 @@ class Backend:
     file_suffixes: ClassVar[tuple[str, ...]] = ()
     arbitrary_scale_networks: ClassVar[bool] = False
     compiles: ClassVar[bool] = False
+    prepares_bench_files: ClassVar[bool] = False
     modules: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
 
@@ -151,6 +154,11 @@ class Backend:
         """The bare forward of ``model`` (deploy form, fresh weights) that ``lightsr bench``
         times, and a maker of its inputs at (height, width), for ``settings``."""
         raise NotImplementedError
+
+    @classmethod
+    def prepare_bench(cls, model: SRModel, settings: BenchSettings) -> None:
+        """Make the files :meth:`bench_runner` loads for ``model`` (nothing, unless
+        :attr:`prepares_bench_files`); ``lightsr bench`` calls it in a process of its own."""
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -372,6 +380,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ORT_PRECISIONS
     file_suffixes = (".onnx",)
+    prepares_bench_files = True
     modules = ("onnx", "onnxruntime")
     extra = "onnx"
 
@@ -431,6 +440,12 @@ class OnnxRuntimeBackend(Backend):
         return cls(network, precision, reason, cls.data_device(device))
 
     @classmethod
+    def prepare_bench(cls, model: SRModel, settings: BenchSettings) -> None:
+        from lightsr.quantize import cached_onnx
+
+        cached_onnx(model, settings.precision)
+
+    @classmethod
     def bench_runner(cls, model: SRModel, settings: BenchSettings) -> BenchForward:
         """The cached ONNX export of ``model`` ([0, 1] in and out; the value-range
         conversion and any test-time padding are in the graph)."""
@@ -463,6 +478,7 @@ class NcnnBackend(Backend):
     name = "ncnn"
     precisions = NCNN_PRECISIONS
     file_suffixes = (".param",)
+    prepares_bench_files = True
     modules = ("ncnn",)
     extra = "ncnn"
 
@@ -542,11 +558,12 @@ class NcnnBackend(Backend):
         return self.network.run(np.asarray(batch, dtype=np.float32))
 
     @classmethod
-    def bench_runner(cls, model: SRModel, settings: BenchSettings) -> BenchForward:
-        """The cached NCNN export of ``model`` on the CPU ([0, 1] in and out, planar, the
-        value range and test-time padding inside the graph)."""
+    def prepare_bench(cls, model: SRModel, settings: BenchSettings) -> None:
+        cls._bench_export(model, settings)
+
+    @classmethod
+    def _bench_export(cls, model: SRModel, settings: BenchSettings) -> Path:
         from lightsr.export.ncnn_forms import min_side
-        from lightsr.ncnn_runtime import NcnnModel
 
         cls.check_options(settings.device, settings.precision)
         cls._check_arbitrary(model)
@@ -557,8 +574,15 @@ class NcnnBackend(Backend):
             )
         # The bench's networks have random weights, which EMT amplifies past the export's
         # torch comparison (real weights pass it; see tests/test_export_ncnn.py).
-        param = cached_ncnn(model, settings.precision, check=False)
-        net = NcnnModel(param, threads=settings.threads)
+        return cached_ncnn(model, settings.precision, check=False)
+
+    @classmethod
+    def bench_runner(cls, model: SRModel, settings: BenchSettings) -> BenchForward:
+        """The cached NCNN export of ``model`` on the CPU ([0, 1] in and out, planar, the
+        value range and test-time padding inside the graph)."""
+        from lightsr.ncnn_runtime import NcnnModel
+
+        net = NcnnModel(cls._bench_export(model, settings), threads=settings.threads)
 
         def make_input(height: int, width: int) -> np.ndarray:
             return np.random.default_rng(0).random((3, height, width), dtype=np.float32)

@@ -102,6 +102,7 @@ def export_onnx(
     if not half:  # ONNX Runtime's CPU pass would compute fp16 ops in fp32 (no CPU kernels)
         proto = _fold_constants(proto)
     _name_dims(proto)
+    _drop_inner_shapes(proto)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     _write_atomically(proto, path, lambda tmp: check_witnesses(tmp, model, traced, half))
@@ -240,6 +241,20 @@ def _name_dims(proto) -> None:
             dim.dim_param = renamed[dim.dim_param]
 
 
+def _drop_inner_shapes(proto) -> None:
+    """Remove the shapes of inner tensors (``value_info``); the graph's input and output
+    keep theirs.
+
+    From these symbolic shapes ONNX Runtime's allocation planner proves tensors the same
+    size and plans to reuse their buffers, and on these networks the planned reuse raises
+    the peak (the session option ``enable_mem_reuse=False`` gives the same saving): peak RSS
+    rise at 256×256 → ×4, 2 threads, ESC-light 690 → 215 MiB, EMT 419 → 136 MiB, DITN-Real
+    199 → 88 MiB, latency the same or lower. Without them ONNX Runtime infers what it needs
+    and allocates each tensor when it is made.
+    """
+    del proto.graph.value_info[:]
+
+
 def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
     """Save ``proto`` to a temporary file beside ``path``, ``check`` it, then rename it."""
     import onnx
@@ -252,8 +267,8 @@ def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
 # Part of cached export names: bump when the graph exported from the same weights changes
 # (g2: attention in window groups, see lightsr.archs.blocks.grouped_attention; g3: constants
 # folded by ONNX Runtime, see _fold_constants; g4: the ONNX forms of EMT, ESC and DITN, see
-# lightsr.export.onnx_forms).
-GRAPH_REVISION = "g4"
+# lightsr.export.onnx_forms; g5: no inner shapes, see _drop_inner_shapes).
+GRAPH_REVISION = "g5"
 
 
 def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET) -> Path:
