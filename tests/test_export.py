@@ -9,6 +9,7 @@ fewer blocks (same code paths, a fraction of the export time).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -161,6 +162,7 @@ def test_export_is_one_dynamic_self_contained_file(exported):
     # No inner shapes: ONNX Runtime would plan buffer reuse from them that raises the peak
     # memory 2-3x (lightsr.export.onnx._drop_inner_shapes).
     assert not proto.graph.value_info
+    assert "SplitToSequence" not in onnx_ops(result.path)  # sliced (_slice_split_sequences)
     # Constants are folded: convolutions have stored weights and biases (not Cast → Expand
     # chains, which keep ONNX Runtime from its blocked kernels), and the graph stays in the
     # standard ONNX domain but for the fused attention of EMT and ESC (ONNX Runtime's
@@ -366,3 +368,93 @@ def test_onnxruntime_backend_errors(tmp_path, fmen_s_onnx):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(CheckpointError):
         Upscaler(weights=tmp_path / "junk.onnx", backend="onnxruntime")
+
+
+# ------------------------------------------------------------------ graph passes for ORT
+
+
+def _run_graph(proto, x: np.ndarray, optimized: Path | None = None) -> list[np.ndarray]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {"x": x})
+
+
+def _graph(nodes, outputs, constants):
+    from onnx import TensorProto, helper, numpy_helper
+
+    return helper.make_model(
+        helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7, 5, 6])],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+            [numpy_helper.from_array(np.array(v), k) for k, v in constants.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+
+
+@pytest.mark.parametrize("split", [np.int64(3), np.array([2, 4, 1], dtype=np.int64)])
+def test_split_sequences_become_slices(split):
+    from onnx import helper
+
+    from lightsr.export.onnx import _slice_split_sequences
+
+    indices = {"i0": np.int64(0), "i2": np.int64(2), "i1": np.int64(1)}
+    nodes = [helper.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=1)]
+    nodes += [helper.make_node("SequenceAt", ["seq", i], [f"y{i}"]) for i in indices]
+    proto = _graph(nodes, [f"y{i}" for i in indices], {"split": split, **indices})
+    x = np.random.default_rng(0).random((1, 7, 5, 6), dtype=np.float32)
+    expected = _run_graph(proto, x)
+    _slice_split_sequences(proto)
+    assert {node.op_type for node in proto.graph.node} == {"Slice"}
+    for actual, want in zip(_run_graph(proto, x), expected, strict=True):
+        np.testing.assert_array_equal(actual, want)
+
+
+def test_other_sequence_readers_keep_the_sequence():
+    from onnx import helper
+
+    from lightsr.export.onnx import _slice_split_sequences
+
+    nodes = [
+        helper.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=1),
+        helper.make_node("SequenceAt", ["seq", "i0"], ["y"]),
+        helper.make_node("SequenceLength", ["seq"], ["n"]),
+    ]
+    proto = _graph(nodes, ["y"], {"split": np.int64(3), "i0": np.int64(0)})
+    _slice_split_sequences(proto)
+    assert [node.op_type for node in proto.graph.node] == [
+        "SplitToSequence",
+        "SequenceAt",
+        "SequenceLength",
+    ]
+
+
+def test_exported_gelu_is_put_in_the_order_onnx_runtime_fuses(tmp_path):
+    from onnx import helper
+
+    from lightsr.export.onnx import _order_gelu_for_fusion
+
+    nodes = [  # the exporter's form: x · (0.5 · (1 + erf(x / √2)))
+        helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
+        helper.make_node("Erf", ["scaled"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["shifted"]),
+        helper.make_node("Mul", ["half", "shifted"], ["halved"]),
+        helper.make_node("Mul", ["x", "halved"], ["y"]),
+    ]
+    constants = {"sqrt2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}
+    proto = _graph(nodes, ["y"], constants)
+    x = np.random.default_rng(0).normal(size=(1, 7, 5, 6)).astype(np.float32)
+    _order_gelu_for_fusion(proto)
+    (actual,) = _run_graph(proto, x, optimized=tmp_path / "opt.onnx")
+    fused = onnx.load(str(tmp_path / "opt.onnx"))
+    assert [node.op_type for node in fused.graph.node] == ["Gelu"]
+    expected = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
