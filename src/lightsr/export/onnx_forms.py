@@ -12,9 +12,19 @@ fp32 ONNX export; tests check them against the faithful forward in torch.
   CPU). Without an additive bias its CPU kernel is a flash kernel that holds a few score
   tiles per thread and no score matrix; with one it holds one (windows, heads, N, N)
   probability buffer per call (no separate MatMul, Add and Softmax outputs).
-* EMT: the striped-window attention (no bias) runs over all windows in one fused call.
+* Windows are gathered, not permuted. Permuting windows out of an NCHW map moves the
+  H·W-strided channels innermost, which ONNX Runtime's Transpose does element by element;
+  the EMT and ESC forms transpose a map to NHWC once (a 4-D transpose, which ONNX Runtime
+  does fast or folds into a conv's output reorder) and take the windows' tokens from its
+  pixel rows with a Gather, reflect padding and roll in the indices
+  (:func:`window_indices`); another Gather puts the attended tokens back.
+* EMT: per slice, the q and v rows of each (pixel, head) of the qv conv's output are
+  gathered with the heads folded into the windows (no transpose in the attention kernel),
+  one fused call over all windows; one Gather merges all slices back for ``proj``.
 * ESC: the window attention (relative-position bias) runs in :data:`ESC_GROUPS` groups of
-  windows, so one call's probabilities stay small (16 MiB at 256×256).
+  windows, so one call's probabilities stay small (64 MiB at 256×256). Each group gathers
+  its windows' input pixels and computes its q, k and v with Gemms (``to_qkv``'s weights),
+  so the whole qkv map never exists; ``to_out`` is a Gemm on the merged pixels.
 * DITN: the UFONE keeps the fast path's structure: its ITLs (which never mix patches) run
   on :data:`DITN_BANDS` bands of patch rows one after another, the whole ITL stack per
   band, and each SAL's gated FFN runs on bands of rows with one row of context on each
@@ -160,36 +170,90 @@ def _emt_attention_class():
 
 
 class OnnxStripedWindowAttention(_emt_attention_class()):
-    """:class:`lightsr.archs.emt.StripedWindowAttention` with one fused attention call per
-    slice (q·qᵀ, unscaled, no bias: ONNX Runtime's flash kernel)."""
+    """:class:`lightsr.archs.emt.StripedWindowAttention` with its windows gathered from pixel
+    rows (channels innermost), one fused attention call per slice (q·qᵀ, unscaled, no bias:
+    ONNX Runtime's flash kernel)."""
 
-    def _attend_slice(
-        self, qv: torch.Tensor, window: tuple[int, int], shift: tuple[int, int]
-    ) -> torch.Tensor:
-        n, channels, h, w = qv.shape
-        win_h, win_w = window
-        rows, cols = (h + win_h - 1) // win_h, (w + win_w - 1) // win_w
-        height, width = rows * win_h, cols * win_w
-        qv = F.pad(qv, (0, width - w, 0, height - h), mode="reflect")
-        if shift != (0, 0):
-            qv = torch.roll(qv, shifts=shift, dims=(2, 3))
-        heads, head_dim = self.num_heads, channels // (2 * self.num_heads)
-        # (n, qv, head, c, rows, win_h, cols, win_w) → (qv, n·head·rows·cols, win_h·win_w, c)
-        tokens = (
-            qv.view(n, 2, heads, head_dim, rows, win_h, cols, win_w)
-            .permute(1, 0, 2, 4, 6, 5, 7, 3)
-            .reshape(2, n * heads * rows * cols, win_h * win_w, head_dim)
-        )
-        q, v = tokens.unbind(0)
-        out = fused_attention(q, q, v, None, 1, 1.0)
-        out = (
-            out.view(n, heads, rows, cols, win_h, win_w, head_dim)
-            .permute(0, 1, 6, 2, 4, 3, 5)
-            .reshape(n, heads * head_dim, height, width)
-        )
-        if shift != (0, 0):
-            out = torch.roll(out, shifts=(-shift[0], -shift[1]), dims=(2, 3))
-        return out[..., :h, :w]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, dim, h, w = x.shape
+        heads, slices = self.num_heads, len(self.windows)
+        head_dim = dim // (slices * heads)
+        # One NCHW→NHWC transpose (a fast 4-D one) for all slices: rows of head_dim channels,
+        # per pixel (slice, q|v, head). Permuting windows straight from NCHW would move the
+        # H·W-strided channels innermost, which ONNX Runtime transposes element by element.
+        qv = self.attn(x).permute(0, 2, 3, 1).reshape(-1, head_dim)
+        head = torch.arange(heads, device=x.device)
+        outputs, merges, offset = [], [], 0
+        for index, (window, shift) in enumerate(zip(self.windows, self.shifts, strict=True)):
+            partition, merge = window_indices(n, h, w, window, shift, x.device)
+            windows, tokens = partition.shape
+            # Heads folded into the windows, (windows·heads, tokens, head_dim): no transpose
+            # in the attention kernel.
+            rows = partition.view(windows, 1, tokens) * (2 * slices * heads) + head.view(-1, 1)
+            query, value = (
+                qv.index_select(0, (rows + (2 * index + part) * heads).flatten()).view(
+                    windows * heads, tokens, head_dim
+                )
+                for part in (0, 1)
+            )
+            outputs.append(fused_attention(query, query, value, None, 1, 1.0).flatten(0, 1))
+            # Row of (pixel, head) in the outputs, all slices' outputs concatenated.
+            merged = (merge.view(-1, 1) // tokens * heads + head) * tokens + merge.view(
+                -1, 1
+            ) % tokens
+            merges.append(offset + merged)
+            offset = offset + windows * heads * tokens
+        # One gather merges all slices back to pixels, channels (slice, head, c) as proj reads.
+        out = torch.cat(outputs).index_select(0, torch.cat(merges, dim=1).flatten())
+        return self.proj(out.view(n, h, w, dim).permute(0, 3, 1, 2))
+
+
+def window_indices(
+    batch: int,
+    h: int,
+    w: int,
+    window: tuple[int, int],
+    shift: tuple[int, int],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather indices between the pixels of a (batch, h, w) map, flattened, and its windows.
+
+    The map is reflect-padded at the bottom and right to whole ``window``s and rolled by
+    ``shift`` (as ``torch.roll``, each 0 ≤ shift < window); windows are ordered (batch, row,
+    column), their tokens row-major. Returns ``partition``, (windows, tokens): the pixel each
+    token reads, and ``merge``, (batch·h·w,): the token (flattened over windows) that each
+    pixel of the unpadded map reads back after the roll is undone. Symbolic in the sizes,
+    without a modulo by a symbolic size (which the ONNX exporter cannot translate).
+    """
+    if not all(0 <= roll < win for roll, win in zip(shift, window, strict=True)):
+        raise ValueError(f"shift {shift} must lie in [0, window {window})")
+    win_h, win_w = window
+    rows, cols = (h + win_h - 1) // win_h, (w + win_w - 1) // win_w
+    tokens = win_h * win_w
+
+    def source(size: int, padded: int, roll: int) -> torch.Tensor:
+        # Rolled position → padded position (one wrap: roll < window ≤ padded) → pixel
+        # (reflected about the last one, as reflect padding).
+        position = torch.arange(padded, device=device) - roll
+        position = torch.where(position < 0, position + padded, position)
+        return (size - 1) - ((size - 1) - position).abs()
+
+    def place(size: int, padded: int, win: int, roll: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pixel → rolled position (one wrap) → (window row or column, offset in the window).
+        position = torch.arange(size, device=device) + roll
+        position = torch.where(position < padded, position, position - padded)
+        return position // win, position % win
+
+    pixel = source(h, rows * win_h, shift[0]).view(rows, 1, win_h, 1) * w + source(
+        w, cols * win_w, shift[1]
+    ).view(1, cols, 1, win_w)
+    row, y = place(h, rows * win_h, win_h, shift[0])
+    col, x = place(w, cols * win_w, win_w, shift[1])
+    token = (row * (cols * tokens) + y * win_w).view(-1, 1) + (col * tokens + x).view(1, -1)
+    images = torch.arange(batch, device=device).view(-1, 1)
+    partition = (images * (h * w) + pixel.view(1, -1)).view(-1, tokens)
+    merge = (images * (rows * cols * tokens) + token.view(1, -1)).view(-1)
+    return partition, merge
 
 
 # ------------------------------------------------------------------------------------ ESC
@@ -202,37 +266,36 @@ def _esc_attention_class():
 
 
 class OnnxWindowAttention(_esc_attention_class()):
-    """:class:`lightsr.archs.esc.WindowAttention` with its windows attended in
-    :data:`ESC_GROUPS` fused calls (the relative-position bias as attention bias)."""
+    """:class:`lightsr.archs.esc.WindowAttention` on pixel rows (channels innermost): one
+    NCHW→NHWC transpose in, one back out; its windows gathered (padding included) in
+    :data:`ESC_GROUPS` groups, each group's q, k and v computed on them (``to_qkv`` as three
+    Gemms) and attended in one fused call (the relative-position bias as attention bias);
+    the outputs gathered back to pixels and ``to_out`` as a Gemm on them."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from lightsr.archs.blocks import pad_to_multiple
-
-        height, width = x.shape[-2:]
-        qkv = self.to_qkv(pad_to_multiple(x, self.window_size, mode="reflect"))
-        batch, channels3, padded_h, padded_w = qkv.shape
+        n, dim, h, w = x.shape
         win, heads = self.window_size, self.num_heads
-        head_dim = channels3 // (3 * heads)
-        rows, cols = padded_h // win, padded_w // win
-        # Channels [q | k | v], each heads × head_dim → (3, windows, tokens, heads·head_dim).
-        qkv = qkv.view(batch, 3, heads, head_dim, rows, win, cols, win)
-        qkv = qkv.permute(1, 0, 4, 6, 5, 7, 2, 3).reshape(
-            3, batch * rows * cols, win * win, heads * head_dim
-        )
-        query, key, value = qkv.unbind(0)
-        bias = self.bias_matrix().to(query.dtype)
-        windows = query.shape[0]
+        partition, merge = window_indices(n, h, w, (win, win), (0, 0), x.device)
+        weights = self.to_qkv.weight.flatten(1).chunk(3)
+        biases = self.to_qkv.bias.chunk(3)
+        bias = self.bias_matrix().to(x.dtype)
+        # to_qkv acts on each pixel alone, so it commutes with the padding and the windows.
+        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, dim)
+        windows, tokens = partition.shape
         outputs = []
         for group in range(ESC_GROUPS):
             # Symbolic bounds (see lightsr.archs.blocks.grouped_attention).
             start = windows * group // ESC_GROUPS
             end = windows * (group + 1) // ESC_GROUPS
-            q, k, v = (t.narrow(0, start, end - start) for t in (query, key, value))
-            outputs.append(fused_attention(q, k, v, bias, heads, head_dim**-0.5))
-        out = torch.cat(outputs, dim=0)  # (windows, tokens, heads·head_dim)
-        out = out.view(batch, rows, cols, win, win, heads * head_dim)
-        out = out.permute(0, 5, 1, 3, 2, 4).reshape(batch, heads * head_dim, padded_h, padded_w)
-        return self.to_out(out[:, :, :height, :width])
+            pixel_rows = pixels.index_select(0, partition.narrow(0, start, end - start).flatten())
+            q, k, v = (
+                F.linear(pixel_rows, weight, part).view(end - start, tokens, dim)
+                for weight, part in zip(weights, biases, strict=True)
+            )
+            outputs.append(fused_attention(q, k, v, bias, heads, (dim // heads) ** -0.5))
+        out = torch.cat(outputs, dim=0).flatten(0, 1).index_select(0, merge)
+        out = F.linear(out, self.to_out.weight.flatten(1), self.to_out.bias)
+        return out.view(n, h, w, dim).permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------------- DITN
