@@ -24,11 +24,11 @@ from lightsr.bench import (
     failed_row,
     flop_counter,
     measure_network,
+    protocol,
     run_bench,
     select_models,
 )
 from lightsr.bench import plot as bench_plot
-from lightsr.bench import protocol
 from lightsr.bench.complexity import count_arbitrary_complexity
 from lightsr.cli import main
 from lightsr.errors import UsageError

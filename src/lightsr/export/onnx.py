@@ -377,8 +377,9 @@ def _write_atomically(proto, path: Path, check: Callable[[Path], None]) -> None:
 # Part of cached export names: bump when the graph exported from the same weights changes
 # (g2: attention in window groups, see lightsr.archs.blocks.grouped_attention; g3: constants
 # folded by ONNX Runtime, see _fold_constants; g4: the ONNX forms of EMT, ESC and DITN, see
-# lightsr.export.onnx_forms; g5: no inner shapes, see _drop_inner_shapes).
-GRAPH_REVISION = "g5"
+# lightsr.export.onnx_forms; g5: no inner shapes, see _drop_inner_shapes; g6: split
+# sequences as Slices, GELU in fusable order, EMT and ESC windows gathered from NHWC rows).
+GRAPH_REVISION = "g6"
 
 
 def cached_export(model: SRModel, half: bool = False, opset: int = DEFAULT_OPSET) -> Path:
