@@ -369,18 +369,34 @@ def banded_ffn(ffn: nn.Module, x: torch.Tensor, bands: int = DITN_BANDS) -> torc
     result. The zero rows are zeros of ``x``: ``project_in`` has no bias in any DITN, so
     they stay zero up to the depthwise conv. ``x`` needs at least ``bands`` rows (DITN's maps
     have a multiple of its 8-pixel patches, and :data:`DITN_BANDS` is 8).
+
+    The gate and value halves of the hidden map are made by convolutions of their own
+    (the halves of ``project_in``'s and ``dwconv``'s weights), so no map is split.
     """
     if ffn.project_in.bias is not None:
         return ffn(x)
     height = x.shape[2]
     padded = F.pad(x, (0, 0, 1, 1))
-    dwconv = ffn.dwconv
+    halves = [_hidden_half(ffn, half) for half in (0, 1)]
     outputs = []
     for band in range(bands):
         start = height * band // bands
         end = height * (band + 1) // bands
-        hidden = ffn.project_in(padded.narrow(2, start, end - start + 2))
-        hidden = F.conv2d(hidden, dwconv.weight, dwconv.bias, padding=(0, 1), groups=dwconv.groups)
-        gate, value = hidden.chunk(2, dim=1)
+        rows = padded.narrow(2, start, end - start + 2)
+        gate, value = (
+            F.conv2d(F.conv2d(rows, w_in), w_dw, b_dw, padding=(0, 1), groups=w_dw.shape[0])
+            for w_in, w_dw, b_dw in halves
+        )
         outputs.append(ffn.project_out(F.gelu(gate) * value))
     return torch.cat(outputs, dim=2)
+
+
+def _hidden_half(
+    ffn: nn.Module, half: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``project_in``'s and ``dwconv``'s weights (and ``dwconv``'s bias) of the gate (0) or
+    value (1) half of a gated FFN's hidden channels."""
+    hidden = ffn.project_out.in_channels
+    part = slice(half * hidden, (half + 1) * hidden)
+    bias = ffn.dwconv.bias if ffn.dwconv.bias is None else ffn.dwconv.bias[part]
+    return ffn.project_in.weight[part], ffn.dwconv.weight[part], bias
