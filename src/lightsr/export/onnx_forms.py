@@ -30,7 +30,8 @@ fp32 ONNX export; tests check them against the faithful forward in torch.
   band, and each SAL's gated FFN runs on bands of rows with one row of context on each
   side for its depthwise 3×3 conv (which makes each band exactly the whole-map result).
   So the FFN's 4×-wide hidden maps and the patch stack's attention maps exist for one
-  band at a time. The bands are symbolic in the input size (some may be empty for small
+  band at a time; their gate and value halves come from convs of their own (no split). The
+  bands are symbolic in the input size (some may be empty for small
   inputs).
 * FMEN: no change (no attention, no wide maps).
 
