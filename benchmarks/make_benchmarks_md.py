@@ -181,7 +181,7 @@ def official_alongside(
         "",
         "The official module of each network listed (from its authors' repository, kept "
         "outside lightsr), run through this package's robust protocol (`lightsr.bench`'s "
-        "`MemoryProbe` and `_run_protocol`: priming at 32x32, warm-up, timed runs, peak RSS "
+        "`MemoryProbe` and `run_protocol`: priming at 32x32, warm-up, timed runs, peak RSS "
         "rise over the RSS after priming), in a fresh process with 2 threads, alternating "
         "with the `after` runs so that both saw the same machine load.",
         "",

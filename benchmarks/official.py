@@ -142,7 +142,7 @@ def measure(side: str, variant: str, args: argparse.Namespace) -> dict[str, floa
     from lightsr.archs.registry import get_arch
     from lightsr.bench import BenchSettings
     from lightsr.bench.memory import MemoryProbe
-    from lightsr.bench.protocol import Runner, _run_protocol, measure_network, pin_threads
+    from lightsr.bench.protocol import Runner, measure_network, pin_threads, run_protocol
 
     settings = BenchSettings(
         size=(args.size, args.size),
@@ -172,7 +172,7 @@ def measure(side: str, variant: str, args: argparse.Namespace) -> dict[str, floa
 
     probe = MemoryProbe(torch.device("cpu"))
     with torch.inference_mode():
-        times = _run_protocol(Runner(forward=module, make_input=make_input), spec, settings, probe)
+        times = run_protocol(Runner(forward=module, make_input=make_input), spec, settings, probe)
     return {"median_s": statistics.median(times), "peak_mib": probe.peak_mib()}
 
 

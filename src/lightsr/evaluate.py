@@ -35,13 +35,14 @@ from lightsr.imresize import benchmark_pair, benchmark_sizes, imresize
 from lightsr.io import from_float, image_to_tensor, read_rgb_uint8, tensor_to_image, to_float
 from lightsr.metrics import NIQE_BLOCK, SSIM_WINDOW, niqe, psnr, ssim
 from lightsr.models import SRModel
-from lightsr.options import IMAGE_SUFFIXES
+from lightsr.options import IMAGE_SUFFIXES, MAX_SCALE, MIN_SCALE
 from lightsr.paths import shared_dir
 from lightsr.progress import progress_bar
 
 # Folder holding test sets by name (Set5/, Set14/, ...), searched before the shared one.
 DATA_VARIABLE = "LIGHTSR_DATA"
-MIN_SCALE, MAX_SCALE = 2, 8
+# Smallest integer scale evaluated (×1 is not super-resolution); the largest is options'.
+MIN_INTEGER_SCALE = 2
 BICUBIC = "bicubic"
 # LR size rules (EvalResult.lr_rule): HR cropped to a multiple of an integer scale, or the
 # official LIIF/LTE rule for any scale (the same thing for integers).
@@ -243,12 +244,13 @@ def find_test_images(
 
 def _check_scale(scale: float) -> None:
     scale = normalize_scale(scale)
-    if not (isinstance(scale, int) and MIN_SCALE <= scale <= MAX_SCALE) and not (
-        isinstance(scale, float) and 1 < scale < MAX_SCALE
+    largest = int(MAX_SCALE)
+    if not (isinstance(scale, int) and MIN_INTEGER_SCALE <= scale <= largest) and not (
+        isinstance(scale, float) and MIN_SCALE < scale < MAX_SCALE
     ):
         raise UsageError(
-            f"scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, or a number between "
-            f"1 and {MAX_SCALE} (arbitrary-scale models, bicubic), got {scale}"
+            f"scale must be an integer from {MIN_INTEGER_SCALE} to {largest}, or a number "
+            f"between {MIN_SCALE:g} and {largest} (arbitrary-scale models, bicubic), got {scale}"
         )
 
 

@@ -25,30 +25,10 @@ from lightsr.archs.registry import (
 )
 from lightsr.checkpoint import check_tensors, read_state_dict, save_safetensors
 from lightsr.errors import CheckpointError, UsageError
+from lightsr.identity import NamedBySpec
 from lightsr.provenance import Provenance, read_provenance
 
 StateDictLike = Mapping[str, torch.Tensor]
-
-
-class NamedBySpec:
-    """``family`` (alias ``name``) and ``variant`` read from the ``spec`` of a model."""
-
-    spec: ArchSpec
-
-    @property
-    def family(self) -> str:
-        """Network family (``"fmen"``)."""
-        return self.spec.family
-
-    @property
-    def name(self) -> str:
-        """Network family (``"fmen"``); the same as :attr:`family`."""
-        return self.spec.family
-
-    @property
-    def variant(self) -> str:
-        """Registry name of the variant (``"fmen_s"``)."""
-        return self.spec.name
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightsr.errors import ImageError, UsageError
+from lightsr.identity import NamedBySpec
 
 if TYPE_CHECKING:
     import torch
@@ -205,7 +206,7 @@ def variant_of(param: str | os.PathLike) -> tuple[str, int]:
     return match["variant"].lower(), int(match["scale"])
 
 
-class NcnnSRModel:
+class NcnnSRModel(NamedBySpec):
     """An NCNN export run by :mod:`lightsr.inference` (tiling, blending), like
     :class:`lightsr.models.SRModel`: ``spec``, ``scale``, ``variant``, ``device``,
     ``dtype``, ``module`` (the architecture on the meta device, for the memory model) and
@@ -267,18 +268,6 @@ class NcnnSRModel:
         from lightsr.models import SRModel
 
         return min_side(SRModel(module=self.module, spec=self.spec, scale=self.scale))
-
-    @property
-    def family(self) -> str:
-        return self.spec.family
-
-    @property
-    def name(self) -> str:
-        return self.spec.family
-
-    @property
-    def variant(self) -> str:
-        return self.spec.name
 
     @property
     def module(self) -> nn.Module:

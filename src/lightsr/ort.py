@@ -18,7 +18,7 @@ from torch import nn
 
 from lightsr.archs.registry import ArchSpec, build_on_meta, get_arch
 from lightsr.errors import CheckpointError, LightSRError, UsageError
-from lightsr.models import NamedBySpec
+from lightsr.identity import NamedBySpec
 from lightsr.options import ORT_PRECISIONS
 from lightsr.provenance import read_provenance
 

@@ -136,7 +136,7 @@ def measure_network(variant: str, settings: BenchSettings) -> BenchRow:
     probe = MemoryProbe(torch.device(settings.device))
     with torch.inference_mode():
         compile_s = _compile(runner, settings) if settings.compile else None
-        times = _run_protocol(runner, spec, settings, probe, primed=settings.compile)
+        times = run_protocol(runner, spec, settings, probe, primed=settings.compile)
     peak = probe.peak_mib()
     # Counted last: a forward before timing would warm up the ntire protocol's cold start.
     height, width = (_padded_side(side, spec) for side in settings.size)
@@ -254,7 +254,7 @@ def _compile(runner: Runner, settings: BenchSettings) -> float:
     return _timed(runner.forward, runner.make_input(*settings.size))
 
 
-def _run_protocol(
+def run_protocol(
     runner: Runner,
     spec: ArchSpec,
     settings: BenchSettings,
