@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +17,7 @@ from lightsr.archs.blocks import (
     fast_path,
     fold_batchnorm_after,
     row_bands,
+    symbolic_splits,
     to_inference_layout,
 )
 
@@ -132,3 +136,13 @@ def test_upsampler_resampled_from_x4_is_the_x4_output_box_downscaled():
         assert "no sub-pixel conv" in str(exc)
     else:
         raise AssertionError("a 47-channel conv was accepted")
+
+
+@pytest.mark.parametrize("total, parts", [(64, 32), (100, 32), (7, 8), (0, 4), (33, 8)])
+def test_symbolic_splits_tile_the_range(total, parts):
+    pieces = symbolic_splits(total, parts)
+    assert len(pieces) == parts
+    ends = list(itertools.accumulate(length for _, length in pieces))
+    assert [start for start, _ in pieces] == [0, *ends[:-1]]
+    assert ends[-1] == total
+    assert {length for _, length in pieces} <= {total // parts, -(-total // parts)}

@@ -6,6 +6,7 @@ Anything used by more than one network lives here, so architectures never copy e
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -197,16 +198,22 @@ def grouped_attention(
     """
     if not torch.compiler.is_exporting():
         return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, scale=scale)
-    windows = query.shape[window_dim]
     outputs = []
-    for group in range(groups):
-        # Bounds as symbolic expressions of the window count: tensor_split would bake the
-        # traced example's group sizes into the graph.
-        start = windows * group // groups
-        end = windows * (group + 1) // groups
-        q, k, v = (t.narrow(window_dim, start, end - start) for t in (query, key, value))
+    for start, length in symbolic_splits(query.shape[window_dim], groups):
+        q, k, v = (t.narrow(window_dim, start, length) for t in (query, key, value))
         outputs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale))
     return torch.cat(outputs, dim=window_dim)
+
+
+def symbolic_splits(total: int, parts: int) -> list[tuple[int, int]]:
+    """(start, length) of ``parts`` consecutive, near-equal pieces of ``total`` items.
+
+    The bounds are expressions of ``total``, so in a traced graph they follow the input
+    size (``tensor_split`` would bake the traced example's piece sizes into the graph);
+    pieces are empty where ``total < parts``.
+    """
+    bounds = [total * part // parts for part in range(parts + 1)]
+    return [(start, end - start) for start, end in itertools.pairwise(bounds)]
 
 
 def to_inference_layout(module: nn.Module) -> nn.Module:

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightsr.archs.blocks import symbolic_splits
 from lightsr.models import SRModel
 
 # Domain and op of ONNX Runtime's fused attention.
@@ -287,13 +288,10 @@ class OnnxWindowAttention(_esc_attention_class()):
         pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, dim)
         windows, tokens = partition.shape
         outputs = []
-        for group in range(ESC_GROUPS):
-            # Symbolic bounds (see lightsr.archs.blocks.grouped_attention).
-            start = windows * group // ESC_GROUPS
-            end = windows * (group + 1) // ESC_GROUPS
-            pixel_rows = pixels.index_select(0, partition.narrow(0, start, end - start).flatten())
+        for start, length in symbolic_splits(windows, ESC_GROUPS):
+            pixel_rows = pixels.index_select(0, partition.narrow(0, start, length).flatten())
             q, k, v = (
-                F.linear(pixel_rows, weight, part).view(end - start, tokens, dim)
+                F.linear(pixel_rows, weight, part).view(length, tokens, dim)
                 for weight, part in zip(weights, biases, strict=True)
             )
             outputs.append(fused_attention(q, k, v, bias, heads, (dim // heads) ** -0.5))
@@ -321,14 +319,11 @@ class OnnxUFONE(nn.Module):
         from lightsr.archs.ditn import fold_patches, unfold_patches
 
         patches = unfold_patches(x, self.patch_size)
-        count = patches.shape[0]
-        outputs = []
-        for group in range(DITN_BANDS):
-            # Symbolic bounds (see lightsr.archs.blocks.grouped_attention); patches are in
-            # row-major order, so a group is a band of patch rows.
-            start = count * group // DITN_BANDS
-            end = count * (group + 1) // DITN_BANDS
-            outputs.append(self.ITLs(patches.narrow(0, start, end - start)))
+        # Patches are in row-major order, so a group is a band of patch rows.
+        outputs = [
+            self.ITLs(patches.narrow(0, start, length))
+            for start, length in symbolic_splits(patches.shape[0], DITN_BANDS)
+        ]
         x = fold_patches(torch.cat(outputs, dim=0), x)
         for layer in self.SALs:
             norm1, norm2 = (getattr(layer, name) for name in layer.norm_names)
@@ -381,10 +376,8 @@ def banded_ffn(ffn: nn.Module, x: torch.Tensor, bands: int = DITN_BANDS) -> torc
     padded = F.pad(x, (0, 0, 1, 1))
     halves = [_hidden_half(ffn, half) for half in (0, 1)]
     outputs = []
-    for band in range(bands):
-        start = height * band // bands
-        end = height * (band + 1) // bands
-        rows = padded.narrow(2, start, end - start + 2)
+    for start, length in symbolic_splits(height, bands):
+        rows = padded.narrow(2, start, length + 2)
         gate, value = (
             F.conv2d(F.conv2d(rows, w_in), w_dw, b_dw, padding=(0, 1), groups=w_dw.shape[0])
             for w_in, w_dw, b_dw in halves
