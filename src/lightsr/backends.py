@@ -57,8 +57,6 @@ class Backend:
         file_suffixes: model files it runs as they are (``--weights model.onnx``).
         arbitrary_scale_networks: whether it runs arbitrary-scale networks (LTE).
         compiles: whether ``torch.compile`` applies (``lightsr bench --compile``).
-        prepares_bench_files: whether :meth:`prepare_bench` makes files (exports) that
-            ``lightsr bench`` should make before, not in, the measuring process.
         modules: Python modules it needs, and the extra that installs them.
 
     Attributes:
@@ -74,7 +72,6 @@ class Backend:
     file_suffixes: ClassVar[tuple[str, ...]] = ()
     arbitrary_scale_networks: ClassVar[bool] = False
     compiles: ClassVar[bool] = False
-    prepares_bench_files: ClassVar[bool] = False
     modules: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
 
@@ -157,8 +154,13 @@ class Backend:
 
     @classmethod
     def prepare_bench(cls, model: SRModel, settings: BenchSettings) -> None:
-        """Make the files :meth:`bench_runner` loads for ``model`` (nothing, unless
-        :attr:`prepares_bench_files`); ``lightsr bench`` calls it in a process of its own."""
+        """Make the files :meth:`bench_runner` loads for ``model`` (exports; none here).
+        ``lightsr bench`` calls it in a process of its own, before the measuring one."""
+
+    @classmethod
+    def prepares_bench_files(cls) -> bool:
+        """Whether :meth:`prepare_bench` makes files: whether this backend overrides it."""
+        return cls.prepare_bench.__func__ is not Backend.prepare_bench.__func__
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -380,7 +382,6 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ORT_PRECISIONS
     file_suffixes = (".onnx",)
-    prepares_bench_files = True
     modules = ("onnx", "onnxruntime")
     extra = "onnx"
 
@@ -478,7 +479,6 @@ class NcnnBackend(Backend):
     name = "ncnn"
     precisions = NCNN_PRECISIONS
     file_suffixes = (".param",)
-    prepares_bench_files = True
     modules = ("ncnn",)
     extra = "ncnn"
 

@@ -370,10 +370,8 @@ def _measure_isolated(variant: str, settings: BenchSettings) -> BenchRow:
             str(result),
         ]
         env = _worker_env(settings.threads)
-        steps = [[*command, PREPARE_FLAG], command]
-        if not get_backend(settings.backend).prepares_bench_files:
-            steps = steps[1:]
-        for step in steps:
+        prepare = get_backend(settings.backend).prepares_bench_files()
+        for step in ([[*command, PREPARE_FLAG]] if prepare else []) + [command]:
             proc = subprocess.run(step, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 break

@@ -242,10 +242,7 @@ def _slice_split_sequences(proto) -> None:
 
     graph = proto.graph
     values = {tensor.name: tensor for tensor in graph.initializer}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     replaced: dict[int, list] = {}  # id(node) → the nodes that take its place
     for node in graph.node:
         bounds = _split_bounds(node, values, readers)
@@ -266,6 +263,15 @@ def _slice_split_sequences(proto) -> None:
     nodes = [new for node in graph.node for new in replaced.get(id(node), [node])]
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _readers(graph) -> dict[str, list]:
+    """The nodes of ``graph`` that read each tensor, by tensor name."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
 
 
 def _split_bounds(node, values: dict, readers: dict) -> Callable[[int], tuple[int, int]] | None:
@@ -302,10 +308,7 @@ def _order_gelu_for_fusion(proto) -> None:
     graph = proto.graph
     values = {tensor.name: tensor for tensor in graph.initializer}
     makers = {name: node for node in graph.node for name in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
 
     def constant(name: str) -> float | None:
         tensor = values.get(name)
