@@ -16,9 +16,11 @@ from lightsr.archs.blocks import (
     faithful_path,
     fast_path,
     fold_batchnorm_after,
+    map_in_bands,
     row_bands,
     symbolic_splits,
     to_inference_layout,
+    update_in_bands_,
 )
 
 
@@ -146,3 +148,32 @@ def test_symbolic_splits_tile_the_range(total, parts):
     assert [start for start, _ in pieces] == [0, *ends[:-1]]
     assert ends[-1] == total
     assert {length for _, length in pieces} <= {total // parts, -(-total // parts)}
+
+
+@pytest.mark.parametrize(("band_rows", "channels_last"), [(1, False), (2, True), (7, False)])
+def test_banded_maps_equal_the_whole_map(band_rows, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 11, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(4, 4, 5, padding=2)  # reads two rows away
+
+    def layers(t: torch.Tensor) -> torch.Tensor:
+        return conv(torch.tanh(conv(t)))  # four rows away
+
+    with torch.no_grad():
+        whole = layers(x)
+        if band_rows >= 4:
+            torch.testing.assert_close(map_in_bands(layers, x, band_rows, halo=4), whole)
+            target = x.clone()
+            update_in_bands_(target, layers, target, band_rows, halo=4)  # reads what it writes
+            torch.testing.assert_close(target, whole)
+            target = x.clone()
+            update_in_bands_(target, layers, x, band_rows, halo=4, accumulate=True)
+            torch.testing.assert_close(target, x + whole)
+        else:
+            with pytest.raises(ValueError, match="halo of 4 rows"):
+                update_in_bands_(x.clone(), layers, x, band_rows, halo=4)
+        assert map_in_bands(layers, x, band_rows, halo=4).is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )

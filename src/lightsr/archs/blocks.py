@@ -33,18 +33,79 @@ def padded_size(size: int, multiple: int) -> int:
     return (size + multiple - 1) // multiple * multiple
 
 
-def row_bands(height: int, band_rows: int) -> Iterator[tuple[slice, slice, slice]]:
-    """Split ``height`` rows into bands for running a 3×3 conv one band at a time.
+def row_bands(height: int, band_rows: int, halo: int = 1) -> Iterator[tuple[slice, slice, slice]]:
+    """Split ``height`` rows into bands for running row-local layers one band at a time.
 
-    Yields ``(rows, context, crop)``: the band's rows, the rows to feed the conv (the band
-    plus the row on either side that the map has), and the part of the conv's output on
-    ``context`` that belongs to ``rows``. A 3×3 conv's output row reads only its two
-    neighbours, so the cropped outputs together equal the conv of the whole map.
+    Yields ``(rows, context, crop)``: the band's rows, the rows to feed the layers (the band
+    plus up to ``halo`` rows on either side that the map has), and the part of their output
+    on ``context`` that belongs to ``rows``. An output row of layers that read at most
+    ``halo`` rows up and down (a 3×3 conv: 1) depends on ``context`` alone, so the cropped
+    outputs together equal the layers applied to the whole map.
     """
     for start in range(0, height, band_rows):
         end = min(start + band_rows, height)
-        top, bottom = max(start - 1, 0), min(end + 1, height)
+        top, bottom = max(start - halo, 0), min(end + halo, height)
         yield slice(start, end), slice(top, bottom), slice(start - top, end - top)
+
+
+def map_in_bands(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, band_rows: int, halo: int = 1
+) -> torch.Tensor:
+    """``fn(x)`` for a ``fn`` whose output rows read at most ``halo`` input rows away,
+    computed band by band, so that ``fn``'s inner maps exist one band at a time.
+
+    The result has ``x``'s memory layout; ``fn`` must keep the height and width.
+    """
+    out = None
+    for rows, context, crop in row_bands(x.shape[-2], band_rows, halo):
+        part = fn(x[:, :, context])[:, :, crop]
+        if out is None:
+            layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
+            shape = (x.shape[0], part.shape[1], *x.shape[-2:])
+            out = torch.empty(shape, dtype=part.dtype, device=x.device, memory_format=layout)
+        out[:, :, rows] = part
+    assert out is not None, "a map with no rows"
+    return out
+
+
+def update_in_bands_(
+    target: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    source: torch.Tensor,
+    band_rows: int,
+    halo: int = 1,
+    accumulate: bool = False,
+) -> torch.Tensor:
+    """``target = fn(source)`` (or ``target += fn(source)`` with ``accumulate``) in place,
+    band by band, for a ``fn`` whose output rows read at most ``halo`` rows away.
+
+    ``source`` may be ``target`` itself: each band's result is written only after the next
+    band has read its context rows (``halo`` at most ``band_rows``), so every band sees the
+    original values. Returns ``target``.
+    """
+    if halo > band_rows:
+        raise ValueError(f"a halo of {halo} rows needs bands of at least as many rows")
+    pending: tuple[slice, torch.Tensor] | None = None
+    for rows, context, crop in row_bands(source.shape[-2], band_rows, halo):
+        part = fn(source[:, :, context])[:, :, crop]
+        if pending is not None:
+            _write_rows(target, *pending, accumulate)
+        pending = (rows, part)
+    if pending is not None:
+        _write_rows(target, *pending, accumulate)
+    return target
+
+
+def _write_rows(target: torch.Tensor, rows: slice, part: torch.Tensor, accumulate: bool) -> None:
+    if accumulate:
+        target[:, :, rows].add_(part)
+    else:
+        target[:, :, rows] = part
+
+
+def band_rows_for(width: int, pixels: int) -> int:
+    """Rows per band so that a band holds about ``pixels`` pixels (at least one row)."""
+    return max(1, pixels // width)
 
 
 # Input rows per band of the fast path's upsampler (see PixelShuffleUpsampler).
@@ -101,40 +162,41 @@ class PixelShuffleUpsampler(nn.Sequential):
             conv.bias.copy_(resample(bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height = x.shape[-2]
-        if not fast_path() or height <= UPSAMPLE_BAND_ROWS:
+        if not fast_path() or x.shape[-2] <= UPSAMPLE_BAND_ROWS:
             return super().forward(x)
         conv, shuffle = self
-        scale = shuffle.upscale_factor
-        n, _, _, width = x.shape
-        layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
-        out = torch.empty(
-            n,
-            conv.out_channels // scale**2,
-            height * scale,
-            width * scale,
-            dtype=x.dtype,
-            device=x.device,
-            memory_format=layout,
-        )
-        for rows, context, crop in row_bands(height, UPSAMPLE_BAND_ROWS):
-            band = conv(x[:, :, context])[:, :, crop]
-            out[:, :, rows.start * scale : rows.stop * scale] = shuffle(band)
-        return out
+        return pixel_shuffle_in_bands(conv, shuffle.upscale_factor, x)
+
+
+def pixel_shuffle_in_bands(
+    conv: Callable[[torch.Tensor], torch.Tensor], scale: int, x: torch.Tensor
+) -> torch.Tensor:
+    """``pixel_shuffle(conv(x), scale)`` for a 3×3 ``conv``, in bands of input rows written
+    straight into the output: the s²-channel map before the shuffle never exists in full."""
+    height = x.shape[-2]
+    out = None
+    for rows, context, crop in row_bands(height, UPSAMPLE_BAND_ROWS):
+        band = F.pixel_shuffle(conv(x[:, :, context])[:, :, crop], scale)
+        if out is None:
+            layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
+            shape = (x.shape[0], band.shape[1], height * scale, x.shape[-1] * scale)
+            out = torch.empty(shape, dtype=band.dtype, device=x.device, memory_format=layout)
+        out[:, :, rows.start * scale : rows.stop * scale] = band
+    assert out is not None, "a map with no rows"
+    return out
 
 
 # ----------------------------------------------------------------------------- fast path
 #
-# FMEN, DITN and EMT have two forward paths with equal outputs (to float rounding):
+# Every network has two forward paths with equal outputs (to float rounding):
 #
 # * the *faithful* path, written to follow the official code and used whenever autograd
 #   records (training) or a graph is traced for export;
 # * the *fast* path, taken when gradients are off: in-place activations and residual adds
-#   into freshly computed tensors, folded affine layers, chunked transients. It never
-#   writes into a tensor the caller passed in.
-#
-# ESC has only the faithful path: its forward never asks ``fast_path()``, and
-# tests/archs/test_inference_paths.py checks that each network's declaration holds.
+#   into freshly computed tensors, folded affine layers, chunked transients, row-local
+#   layers in bands of rows (:func:`map_in_bands`, :func:`update_in_bands_`). It never
+#   writes into a tensor the caller passed in. tests/archs/test_inference_paths.py checks
+#   that both paths agree for every variant.
 #
 # ``to_inference_layout`` adds the module-level half: channels_last parameters for networks
 # whose convolutions are faster in that layout (oneDNN's NHWC depthwise and 1×1 kernels).

@@ -43,7 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.archs.blocks import grouped_attention, pad_to_multiple
+from lightsr.archs.blocks import (
+    band_rows_for,
+    fast_path,
+    grouped_attention,
+    map_in_bands,
+    pad_to_multiple,
+    pixel_shuffle_in_bands,
+    update_in_bands_,
+)
 from lightsr.archs.registry import (
     ArchSpec,
     Reading,
@@ -60,6 +68,9 @@ DYNAMIC_KERNEL = 3
 # Attention biases up to this size are cached between inference calls (ESC: 16 MiB per
 # block). Larger ones (ESC-XL: 243 MiB per block) are rebuilt per call to bound memory.
 MAX_CACHED_BIAS_BYTES = 64 * 2**20
+# Pixels per band of the fast path's row-local layers (ConvFFNs, the 1×1 and 3×3 convs): a
+# band's hidden maps stay small, and the halo rows cost about 3% at 256 pixels a row.
+BAND_PIXELS = 64 * 256
 
 ESC_DEFAULTS: Mapping[str, object] = {
     "dim": 64,
@@ -190,7 +201,13 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        qkv = self.to_qkv(pad_to_multiple(x, self.window_size, mode="reflect"))
+        return self._attend(pad_to_multiple(x, self.window_size, mode="reflect"))[
+            :, :, :height, :width
+        ]
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention within the windows of ``x``, whose sides are multiples of the window."""
+        qkv = self.to_qkv(x)
         batch, channels3, padded_h, padded_w = qkv.shape
         win, heads = self.window_size, self.num_heads
         head_dim = channels3 // (3 * heads)
@@ -204,7 +221,27 @@ class WindowAttention(nn.Module):
         out = grouped_attention(query, key, value, window_dim=0, attn_mask=self._bias(query.dtype))
         out = out.view(batch, rows, cols, heads, win, win, head_dim)
         out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, heads * head_dim, padded_h, padded_w)
-        return self.to_out(out[:, :, :height, :width])
+        return self.to_out(out)
+
+    def add_to_(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``x += self(norm(x))`` in place, one row of windows at a time (gradients off;
+        ``x`` must be the caller's own): q, k, v and the output exist for one row only.
+
+        The rows go bottom-up: the reflect padding of the last row of windows reads rows
+        above it, which must not have been updated yet.
+        """
+        height, width = x.shape[-2:]
+        win = self.window_size
+        for start in reversed(range(0, height, win)):
+            stop = min(start + win, height)
+            band = x[:, :, start : start + win]
+            if stop - start < win:  # the bottom rows, reflected as pad_to_multiple does
+                index = torch.arange(start, start + win, device=x.device)
+                index = torch.where(index < height, index, 2 * (height - 1) - index)
+                band = x.index_select(2, index)
+            band = pad_to_multiple(norm(band), win, mode="reflect")
+            x[:, :, start:stop].add_(self._attend(band)[:, :, : stop - start, :width])
+        return x
 
 
 def kernel_predictor(pdim: int, hidden: int) -> nn.Sequential:
@@ -269,12 +306,15 @@ class ConvolutionalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, lk_filter: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
+        return torch.cat([self.mix(x1, lk_filter), x2], dim=1)
+
+    def mix(self, x1: torch.Tensor, lk_filter: torch.Tensor) -> torch.Tensor:
+        """The new first ``pdim`` channels from the old ones."""
         # Both convs below would otherwise each copy the channel slice to a dense tensor.
         x1 = x1.contiguous()
         dynamic = self.dwc_proj(x1).view(-1, self.pdim, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
         mixed = F.conv2d(x1, lk_filter, padding=lk_filter.shape[-1] // 2)
-        mixed = mixed + dynamic_depthwise3x3(x1, dynamic)
-        return torch.cat([mixed, x2], dim=1)
+        return mixed + dynamic_depthwise3x3(x1, dynamic)
 
 
 class DecomposedConvolutionalAttention(nn.Module):
@@ -294,11 +334,16 @@ class DecomposedConvolutionalAttention(nn.Module):
         self, x: torch.Tensor, lk_channel: torch.Tensor, lk_spatial: torch.Tensor
     ) -> torch.Tensor:
         x1, x2 = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
+        return torch.cat([self.mix(x1, lk_channel, lk_spatial), x2], dim=1)
+
+    def mix(
+        self, x1: torch.Tensor, lk_channel: torch.Tensor, lk_spatial: torch.Tensor
+    ) -> torch.Tensor:
+        """The new first ``pdim`` channels from the old ones."""
         dynamic = self.proj(x1).view(-1, self.pdim, DYNAMIC_KERNEL, DYNAMIC_KERNEL)
         mixed = F.conv2d(x1, lk_channel)
         spatial = F.conv2d(mixed, lk_spatial, padding=lk_spatial.shape[-1] // 2, groups=self.pdim)
-        mixed = spatial + dynamic_depthwise3x3(mixed, dynamic)
-        return torch.cat([mixed, x2], dim=1)
+        return spatial + dynamic_depthwise3x3(mixed, dynamic)
 
 
 class ConvAttnWrapper(nn.Module):
@@ -356,11 +401,35 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, shared: Sequence[torch.Tensor]) -> torch.Tensor:
         """``shared``: the network-level kernels every ConvAttn of the network uses."""
+        if fast_path():
+            return self._forward_fast(x, shared)
         features = self.proj(self.ln_proj(x))
         features = features + self.attn(self.ln_attn(features))
         for norm, pconv, convffn in zip(self.lns, self.pconvs, self.convffns, strict=True):
             features = features + pconv(convffn(norm(features)), shared)
         return self.conv_out(self.ln_out(features)) + x
+
+    def _forward_fast(self, x: torch.Tensor, shared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Gradients off: the row-local layers in bands of rows, the attention one row of
+        windows at a time and every residual sum in place, so that besides ``x`` only the
+        block's features and one ConvFFN output exist in full. ``x`` is left as it was."""
+        band = band_rows_for(x.shape[-1], BAND_PIXELS)
+        features = map_in_bands(_chain(self.ln_proj, self.proj), x, band)
+        self.attn.add_to_(features, self.ln_attn)
+        for norm, pconv, convffn in zip(self.lns, self.pconvs, self.convffns, strict=True):
+            hidden = map_in_bands(_chain(norm, convffn), features, band)
+            pdim = pconv.plk.pdim
+            hidden[:, :pdim] = pconv.plk.mix(hidden[:, :pdim], *shared)
+            update_in_bands_(features, pconv.aggr, hidden, band, halo=0, accumulate=True)
+            hidden = None
+        update_in_bands_(features, _chain(self.ln_out, self.conv_out), features, band)
+        return features.add_(x)
+
+
+def _chain(
+    first: Callable[[torch.Tensor], torch.Tensor], second: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: second(first(x))
 
 
 def d4_average(kernel: torch.Tensor) -> torch.Tensor:
@@ -453,9 +522,20 @@ class ESC(nn.Module):
         features = shallow
         for block in self.blocks:
             features = block(features, shared)
+        if fast_path() and features is not shallow:  # ``last`` in place, in bands
+            band = band_rows_for(x.shape[-1], BAND_PIXELS)
+            return update_in_bands_(features, self.last, features, band).add_(shallow)
         return self.last(features) + shallow
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            # The s²-channel map before the shuffle never exists in full, and the nearest
+            # upsample of the input is added through a broadcasting view.
+            out = pixel_shuffle_in_bands(self.to_img, self.scale, self.features(x))
+            h, w = x.shape[-2:]
+            grid = out.unflatten(3, (w, self.scale)).unflatten(2, (h, self.scale))
+            grid.add_(x[:, :, :, None, :, None])
+            return out
         upsampled = F.pixel_shuffle(self.to_img(self.features(x)), self.scale)
         # The official residual (input repeated s² times before PixelShuffle) is a nearest
         # upsample of the input.
