@@ -137,6 +137,7 @@ def test_vgg_file_that_is_not_vgg19_is_refused(tmp_path, vgg_file, damage):
         ({"gan": {"vgg_weights": ""}}, "'gan.vgg_weights' is needed"),
         ({"gan": {"perceptual_layers": {"conv6_1": 1.0}}}, "'gan.perceptual_layers' must be"),
         ({"gan": {"d_betas": [0.9]}}, "'gan.d_betas' must hold two numbers"),
+        ({"gan": {"d_init_iters": -1}}, "'gan.d_init_iters' must be 0 or more"),
         ({"gan": {"discriminator": "patch"}}, "'gan.discriminator' must be one of unet_sn"),
     ],
 )
@@ -219,5 +220,26 @@ def test_stage2_starts_from_stage1_ema(tiny_data, tmp_path, vgg_file):
         assert not torch.equal(ema["head.weight"], raw_weights["head.weight"])
         for key, value in ema.items():
             torch.testing.assert_close(trainer.model.state_dict()[key], value, msg=key)
+    finally:
+        trainer.batches.close()
+
+
+def test_discriminator_trains_alone_for_d_init_iters(tiny_data, tmp_path, vgg_file):
+    raw = real_config(tiny_data, tmp_path / "runs", vgg=vgg_file, train={"total_iters": 3})
+    raw["gan"]["d_init_iters"] = 2
+    trainer = start_trainer(raw)
+    try:
+        start = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        d_start = {k: v.clone() for k, v in trainer.adversary.discriminator.state_dict().items()}
+        for _ in range(2):
+            trainer._step()
+            trainer.iteration += 1
+        params = dict(trainer.model.named_parameters())
+        for key, value in start.items():  # the generator's weights have not moved ...
+            torch.testing.assert_close(params[key], value, msg=key)
+        d_now = trainer.adversary.discriminator.state_dict()
+        assert any(not torch.equal(d_now[k], v) for k, v in d_start.items())  # ... D has
+        trainer._step()  # the third iteration trains the generator too
+        assert any(not torch.equal(params[k], v) for k, v in start.items())
     finally:
         trainer.batches.close()

@@ -253,6 +253,9 @@ class GanConfig:
             needed when ``perceptual_weight`` is not 0.
         d_lr: peak learning rate of the discriminator.
         d_betas: Adam betas of the discriminator.
+        d_init_iters: iterations at the start of the run that train the discriminator
+            alone (BasicSR's ``net_d_init_iters``), so that a fresh discriminator has
+            learnt something before its gradients reach a generator that is already good.
     """
 
     enabled: bool = False
@@ -265,6 +268,7 @@ class GanConfig:
     vgg_weights: str = ""
     d_lr: float = 1e-4
     d_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    d_init_iters: int = 0
 
 
 @dataclass
@@ -549,6 +553,7 @@ def _validate_gan(gan: GanConfig) -> None:
     _require(gan.d_lr > 0, "gan.d_lr", "must be positive")
     _require(len(gan.d_betas) == 2, "gan.d_betas", "must hold two numbers")
     _require(all(0 <= b < 1 for b in gan.d_betas), "gan.d_betas", "must be in [0, 1)")
+    _require(gan.d_init_iters >= 0, "gan.d_init_iters", "must be 0 or more")
     if not gan.perceptual_weight:
         return
     _require(bool(gan.vgg_weights), "gan.vgg_weights", "is needed for the perceptual loss")

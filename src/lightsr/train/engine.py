@@ -401,8 +401,28 @@ class Trainer:
 
     def _step(self) -> dict[str, torch.Tensor]:
         """One optimizer step (generator, then discriminator when adversarial) on a fresh
-        batch; returns the detached losses by name, ``"loss"`` being the generator's."""
+        batch; returns the detached losses by name, ``"loss"`` being the generator's.
+
+        During the first ``gan.d_init_iters`` iterations only the discriminator steps."""
         batch = self.batches.next_batch()
+        train_generator = self.adversary is None or self.iteration >= self.config.gan.d_init_iters
+        with torch.set_grad_enabled(train_generator):
+            output, losses = self._generator_losses(batch)
+        if train_generator:
+            self._apply(losses["loss"], self.optimizer, self.model, self.config.optim.grad_clip)
+        if self.adversary is not None:
+            with self._autocast():
+                d_losses = self.adversary.discriminator_losses(output.detach(), batch.gt)
+            self._apply(sum(d_losses.values()), self.adversary.optimizer, self.adversary.net)
+            losses.update(d_losses)
+        if self.scaler is not None:
+            self.scaler.update()
+        if self.ema is not None and train_generator:
+            self.ema.update(self.model)
+        return {key: value.detach() for key, value in losses.items()}
+
+    def _generator_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The generator's output for ``batch`` (in [0, 1] units) and its losses by name."""
         input_range = self.spec.input_range
         with self._autocast():
             queries = batch.queries or ()  # arbitrary-scale networks: where to predict
@@ -412,22 +432,10 @@ class Trainer:
         target = batch.gt_usm if self.config.train.gt_usm else batch.gt
         pixel = self._pixel_loss(output, target, batch)
         if self.adversary is None:
-            losses = {"loss": pixel}
-        else:
-            with self._autocast():
-                parts = {"g_pixel": pixel, **self.adversary.generator_losses(output, target)}
-            losses = {"loss": sum(parts.values()), **parts}
-        self._apply(losses["loss"], self.optimizer, self.model, self.config.optim.grad_clip)
-        if self.adversary is not None:
-            with self._autocast():
-                d_losses = self.adversary.discriminator_losses(output.detach(), batch.gt)
-            self._apply(sum(d_losses.values()), self.adversary.optimizer, self.adversary.net)
-            losses.update(d_losses)
-        if self.scaler is not None:
-            self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return {key: value.detach() for key, value in losses.items()}
+            return output, {"loss": pixel}
+        with self._autocast():
+            parts = {"g_pixel": pixel, **self.adversary.generator_losses(output, target)}
+        return output, {"loss": sum(parts.values()), **parts}
 
     def _pixel_loss(self, output: torch.Tensor, target: torch.Tensor, batch: Batch) -> torch.Tensor:
         loss = self.loss_fn(output, target)
