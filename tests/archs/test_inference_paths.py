@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import lightsr
-from lightsr.archs import build_model, ditn, esc
+from lightsr.archs import build_model, ditn, esc, fmen
 from lightsr.archs.blocks import faithful_path, fast_path, to_inference_layout
 from lightsr.archs.emt import StripedWindowAttention
 from lightsr.archs.registry import arch_specs, get_arch
@@ -46,10 +46,12 @@ GOLDEN = [
 @pytest.fixture
 def narrow_bands(monkeypatch):
     """Make the fast paths cut even golden-sized inputs into several bands (DITN: 5-row FFN
-    bands against 8-pixel patches, so band edges fall inside patches too; ESC: one row)."""
+    bands against 8-pixel patches, so band edges fall inside patches too; ESC: one row;
+    FMEN: two)."""
     monkeypatch.setattr(ditn, "FFN_BAND_PIXELS", 5 * 64)
     monkeypatch.setattr(ditn, "ITL_BAND_PIXELS", 1)
     monkeypatch.setattr(esc, "BAND_PIXELS", 1)  # one-row bands: halos at every row
+    monkeypatch.setattr(fmen, "BAND_PIXELS", 1)  # two-row bands (an ERB's halo)
 
 
 def _natural_input(range_: float, side: int = 44) -> torch.Tensor:

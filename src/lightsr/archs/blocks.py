@@ -54,13 +54,14 @@ def map_in_bands(
     """``fn(x)`` for a ``fn`` whose output rows read at most ``halo`` input rows away,
     computed band by band, so that ``fn``'s inner maps exist one band at a time.
 
-    The result has ``x``'s memory layout; ``fn`` must keep the height and width.
+    The result has the memory layout of ``fn``'s outputs; ``fn`` must keep the height and
+    width.
     """
     out = None
     for rows, context, crop in row_bands(x.shape[-2], band_rows, halo):
         part = fn(x[:, :, context])[:, :, crop]
         if out is None:
-            layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
+            layout = torch.channels_last if is_channels_last(part) else torch.contiguous_format
             shape = (x.shape[0], part.shape[1], *x.shape[-2:])
             out = torch.empty(shape, dtype=part.dtype, device=x.device, memory_format=layout)
         out[:, :, rows] = part
@@ -103,9 +104,14 @@ def _write_rows(target: torch.Tensor, rows: slice, part: torch.Tensor, accumulat
         target[:, :, rows] = part
 
 
-def band_rows_for(width: int, pixels: int) -> int:
-    """Rows per band so that a band holds about ``pixels`` pixels (at least one row)."""
-    return max(1, pixels // width)
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether an (N, C, H, W) map with several channels is laid out channels_last."""
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
+def band_rows_for(width: int, pixels: int, minimum: int = 1) -> int:
+    """Rows per band so that a band holds about ``pixels`` pixels (at least ``minimum``)."""
+    return max(minimum, pixels // width)
 
 
 # Input rows per band of the fast path's upsampler (see PixelShuffleUpsampler).
@@ -178,7 +184,7 @@ def pixel_shuffle_in_bands(
     for rows, context, crop in row_bands(height, UPSAMPLE_BAND_ROWS):
         band = F.pixel_shuffle(conv(x[:, :, context])[:, :, crop], scale)
         if out is None:
-            layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format
+            layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
             shape = (x.shape[0], band.shape[1], height * scale, x.shape[-1] * scale)
             out = torch.empty(shape, dtype=band.dtype, device=x.device, memory_format=layout)
         out[:, :, rows.start * scale : rows.stop * scale] = band

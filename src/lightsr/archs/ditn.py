@@ -39,6 +39,7 @@ from lightsr.archs.blocks import (
     FoldedCache,
     PixelShuffleUpsampler,
     fast_path,
+    is_channels_last,
     pad_to_multiple,
     row_bands,
 )
@@ -331,10 +332,6 @@ class SAL(PreNormLayer):
         super().__init__(dim, "SDA", SDA(dim), norm, ffn_expansion, bias)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.shape[1] > 1 and x.stride(1) == 1
-
-
 def unfold_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
     """(B,C,H,W) → (B·H/p·W/p, C, p, p), patches in row-major order.
 
@@ -342,7 +339,7 @@ def unfold_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
     """
     b, c, h, w = x.shape
     x = x.view(b, c, h // patch, patch, w // patch, patch)
-    if _channels_last(x):
+    if is_channels_last(x):
         return x.permute(0, 2, 4, 3, 5, 1).reshape(-1, patch, patch, c).permute(0, 3, 1, 2)
     return x.permute(0, 2, 4, 1, 3, 5).reshape(-1, c, patch, patch)
 
@@ -351,7 +348,7 @@ def fold_patches(patches: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`unfold_patches` for a map shaped like ``like`` (same layout rule)."""
     b, c, h, w = like.shape
     patch = patches.shape[-1]
-    if _channels_last(patches):
+    if is_channels_last(patches):
         x = patches.permute(0, 2, 3, 1).reshape(b, h // patch, w // patch, patch, patch, c)
         return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c).permute(0, 3, 1, 2)
     x = patches.view(b, h // patch, w // patch, c, patch, patch).permute(0, 3, 1, 4, 2, 5)
