@@ -169,7 +169,7 @@ def test_banded_maps_equal_the_whole_map(band_rows, channels_last):
             update_in_bands_(target, layers, target, band_rows, halo=4)  # reads what it writes
             torch.testing.assert_close(target, whole)
             target = x.clone()
-            update_in_bands_(target, layers, x, band_rows, halo=4, accumulate=True)
+            update_in_bands_(target, layers, x, band_rows, halo=4, combine=torch.Tensor.add_)
             torch.testing.assert_close(target, x + whole)
         else:
             with pytest.raises(ValueError, match="halo of 4 rows"):

@@ -75,10 +75,11 @@ def update_in_bands_(
     source: torch.Tensor,
     band_rows: int,
     halo: int = 1,
-    accumulate: bool = False,
+    combine: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
 ) -> torch.Tensor:
-    """``target = fn(source)`` (or ``target += fn(source)`` with ``accumulate``) in place,
-    band by band, for a ``fn`` whose output rows read at most ``halo`` rows away.
+    """``target = fn(source)`` in place, band by band, for a ``fn`` whose output rows read at
+    most ``halo`` rows away; with ``combine`` (such as ``torch.Tensor.add_``),
+    ``combine(target_rows, fn_rows)`` instead of the assignment.
 
     ``source`` may be ``target`` itself: each band's result is written only after the next
     band has read its context rows (``halo`` at most ``band_rows``), so every band sees the
@@ -90,18 +91,23 @@ def update_in_bands_(
     for rows, context, crop in row_bands(source.shape[-2], band_rows, halo):
         part = fn(source[:, :, context])[:, :, crop]
         if pending is not None:
-            _write_rows(target, *pending, accumulate)
+            _write_rows(target, *pending, combine)
         pending = (rows, part)
     if pending is not None:
-        _write_rows(target, *pending, accumulate)
+        _write_rows(target, *pending, combine)
     return target
 
 
-def _write_rows(target: torch.Tensor, rows: slice, part: torch.Tensor, accumulate: bool) -> None:
-    if accumulate:
-        target[:, :, rows].add_(part)
-    else:
+def _write_rows(
+    target: torch.Tensor,
+    rows: slice,
+    part: torch.Tensor,
+    combine: Callable[[torch.Tensor, torch.Tensor], object] | None,
+) -> None:
+    if combine is None:
         target[:, :, rows] = part
+    else:
+        combine(target[:, :, rows], part)
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

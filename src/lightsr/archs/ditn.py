@@ -38,10 +38,12 @@ from torch import nn
 from lightsr.archs.blocks import (
     FoldedCache,
     PixelShuffleUpsampler,
+    band_rows_for,
     fast_path,
     is_channels_last,
     pad_to_multiple,
     row_bands,
+    update_in_bands_,
 )
 from lightsr.archs.registry import (
     ArchSpec,
@@ -230,13 +232,26 @@ class SDA(nn.Module):
         first = self.proj_first[0]
         dim = first.out_channels // 2
         dense, dilated, pointwise = self.DConvs
+        # Step by step, so that each full-size map is freed as soon as the next exists.
         attention = dense(F.conv2d(x, first.weight[:dim], first.bias[:dim]))
-        attention = pointwise(dilated_depthwise_conv(attention, dilated))
-        attention.mul_(F.conv2d(x, first.weight[dim:], first.bias[dim:]))
+        grid = map_to_phases(attention, dilated.dilation[0])
+        attention = None
+        grid = conv_on_phases(grid, dilated)
+        attention = phases_to_map(grid, x.shape)
+        grid = None
+        # The 1×1 convs in place, in bands: no other full-size map is needed.
+        band = band_rows_for(x.shape[-1], FFN_BAND_PIXELS)
+        update_in_bands_(attention, pointwise, attention, band, halo=0)
+        value_half = (first.weight[dim:], first.bias[dim:])
+        update_in_bands_(
+            attention, lambda rows: F.conv2d(rows, *value_half), x, band, 0, torch.Tensor.mul_
+        )
         weight, bias = self._folded.get(
             (self.proj_last[0].weight, self.proj_last[0].bias, self.scale), self._scaled_last
         )
-        return F.conv2d(attention, weight, bias)
+        return update_in_bands_(
+            attention, lambda rows: F.conv2d(rows, weight, bias), attention, band, 0
+        )
 
     def _scaled_last(self) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self.scale.view(-1)
@@ -254,7 +269,11 @@ def dilated_depthwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     then computes every phase at once. Only multiplications by zero padding differ from
     ``conv``, so the result is equal.
     """
-    d = conv.dilation[0]
+    return phases_to_map(conv_on_phases(map_to_phases(x, conv.dilation[0]), conv), x.shape)
+
+
+def map_to_phases(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(n, c, h, w) → its d² phases side by side, (n·d, d·c, ⌈h/d⌉, ⌈w/d⌉) channels_last."""
     n, c, h, w = x.shape
     rows, cols = -(-h // d), -(-w // d)
     # (n, row phase, rows, cols, column phase, c): as (n·d, d·c, rows, cols) channels_last.
@@ -264,17 +283,32 @@ def dilated_depthwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         for s in range(d):
             part = pixels[:, r::d, s::d]
             phases[:, r, : part.shape[1], : part.shape[2], s] = part
-    grid = phases.view(n * d, rows, cols, d * c).permute(0, 3, 1, 2)
+    return phases.view(n * d, rows, cols, d * c).permute(0, 3, 1, 2)
+
+
+def conv_on_phases(grid: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """The dilated depthwise ``conv`` as a dense one on :func:`map_to_phases`'s grid."""
+    d = conv.dilation[0]
     bias = None if conv.bias is None else conv.bias.repeat(d)
     padding = tuple((k - 1) // 2 for k in conv.kernel_size)
-    out = F.conv2d(grid, conv.weight.repeat(d, 1, 1, 1), bias, padding=padding, groups=d * c)
-    out = out.permute(0, 2, 3, 1).reshape(n, d, rows, cols, d, c)
-    result = torch.empty_like(x, memory_format=torch.channels_last)
+    groups = grid.shape[1]
+    return F.conv2d(grid, conv.weight.repeat(d, 1, 1, 1), bias, padding=padding, groups=groups)
+
+
+def phases_to_map(grid: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`map_to_phases` for a map of ``shape``, channels_last."""
+    n, c = shape[:2]
+    d = grid.shape[0] // n
+    rows, cols = grid.shape[-2:]
+    phases = grid.permute(0, 2, 3, 1).reshape(n, d, rows, cols, d, c)
+    result = torch.empty(
+        shape, dtype=grid.dtype, device=grid.device, memory_format=torch.channels_last
+    )
     result_pixels = result.permute(0, 2, 3, 1)
     for r in range(d):
         for s in range(d):
             part = result_pixels[:, r::d, s::d]
-            part.copy_(out[:, r, : part.shape[1], : part.shape[2], s])
+            part.copy_(phases[:, r, : part.shape[1], : part.shape[2], s])
     return result
 
 

@@ -422,7 +422,7 @@ class Block(nn.Module):
             hidden = map_in_bands(_chain(norm, convffn), features, band)
             pdim = pconv.plk.pdim
             hidden[:, :pdim] = pconv.plk.mix(hidden[:, :pdim], *shared)
-            update_in_bands_(features, pconv.aggr, hidden, band, halo=0, accumulate=True)
+            update_in_bands_(features, pconv.aggr, hidden, band, halo=0, combine=torch.Tensor.add_)
             hidden = None
         update_in_bands_(features, _chain(self.ln_out, self.conv_out), features, band)
         return features.add_(x)

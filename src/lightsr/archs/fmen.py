@@ -375,7 +375,7 @@ class FMEN(nn.Module):
             h = update_in_bands_(h, erb, h, band, halo=2)  # two 3×3 convs
             h = hfab.gate_(h) if self.deploy else hfab(h)
         h = update_in_bands_(h, self.lr_conv, h, band)
-        return self.tail(update_in_bands_(h, self.head, x, band, accumulate=True))
+        return self.tail(update_in_bands_(h, self.head, x, band, combine=torch.Tensor.add_))
 
     def reparameterize(self) -> FMEN:
         """The deploy form of this network (see :func:`reparameterize`)."""
