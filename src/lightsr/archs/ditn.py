@@ -89,6 +89,38 @@ LAYER_NORM = NormKind("norm", ChannelLayerNorm)
 NORMS = {"tanh_conv": TANH_CONV, "layer_norm": LAYER_NORM}
 
 
+NO_NORM = nn.Identity()  # for calling the fast paths' ``after_norm`` on an input as it is
+
+
+def norm_without_conv(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` less a :class:`TanhConvNorm`'s 1×1 conv, which the fast path folds into
+    the per-pixel linear layer that reads the norm (see :func:`first_layer_after`)."""
+    return torch.tanh(x) if isinstance(norm, TanhConvNorm) else norm(x)
+
+
+def first_layer_after(
+    norm: nn.Module, layer: nn.Conv2d | nn.Linear, cache: FoldedCache
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight and bias of ``layer`` (a 1×1 conv or a Linear that reads ``norm``'s output)
+    with a :class:`TanhConvNorm`'s conv folded in, so that it reads
+    :func:`norm_without_conv` instead: two per-pixel linear maps make one. DITN-Real has
+    one such norm before each ISA, SDA and FFN: 16 convs fewer per forward."""
+    if not isinstance(norm, TanhConvNorm):
+        return layer.weight, layer.bias
+
+    def fold() -> tuple[torch.Tensor, torch.Tensor]:
+        outer = layer.weight.reshape(layer.weight.shape[0], -1).double()
+        inner = norm.weight.reshape(norm.out_channels, -1).double()
+        bias = outer @ norm.bias.double()
+        if layer.bias is not None:
+            bias = bias + layer.bias.double()
+        weight = (outer @ inner).reshape(layer.weight.shape)
+        return weight.to(layer.weight.dtype), bias.to(layer.weight.dtype)
+
+    sources = [layer.weight, norm.weight, norm.bias]
+    return cache.get(sources + ([layer.bias] if layer.bias is not None else []), fold)
+
+
 # Pixels per band of the fast path's banded FFN (see GatedDConvFFN.add_to): 32 rows of a
 # 256-pixel-wide map, whose 4×-wide hidden maps (8 MiB) stay in the CPU's cache between the
 # convs. Narrower bands multiply small ops for no gain.
@@ -104,6 +136,7 @@ class GatedDConvFFN(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        self._folded = FoldedCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_path():
@@ -121,11 +154,16 @@ class GatedDConvFFN(nn.Module):
         """
         height, width = x.shape[-2:]
         band = max(1, FFN_BAND_PIXELS // width)
+        weight, bias = first_layer_after(norm, self.project_in, self._folded)
+
+        def hidden_of(rows: torch.Tensor) -> torch.Tensor:
+            return self.dwconv(F.conv2d(norm_without_conv(norm, rows), weight, bias))
+
         if x.shape[0] > 1 or height <= band:
-            return x.add_(self(norm(x)))
+            return x.add_(self._hidden_to_out(hidden_of(x)))
         pending = None
         for rows, context, crop in row_bands(height, band):
-            hidden = self.dwconv(self.project_in(norm(x[:, :, context])))
+            hidden = hidden_of(x[:, :, context])
             out = self._hidden_to_out(hidden[:, :, crop])
             hidden = None
             if pending is not None:
@@ -160,10 +198,11 @@ class ISA(nn.Module):
         self.temperature = nn.Parameter(torch.ones(1, 1, 1))
         self.qkv = nn.Linear(dim, dim * 3)  # with bias whatever ``bias`` says, as official
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        self._folded = FoldedCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_path():
-            return self.project_out(self._attend_fast(x))
+            return self.after_norm(x, NO_NORM)
         # The per-token Linear is a 1×1 conv on the (N,C,p,p) patch; no transposes needed.
         weight = self.qkv.weight[:, :, None, None]
         q, k, v = F.conv2d(x, weight, self.qkv.bias).flatten(2).chunk(3, dim=1)  # (N,C,p²)
@@ -173,7 +212,14 @@ class ISA(nn.Module):
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return self.project_out(out.view_as(x))
 
-    def _attend_fast(self, x: torch.Tensor) -> torch.Tensor:
+    def after_norm(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``self(norm(x))`` with gradients off, the norm's conv folded into ``qkv``."""
+        weight, bias = first_layer_after(norm, self.qkv, self._folded)
+        return self.project_out(self._attend_fast(norm_without_conv(norm, x), weight, bias))
+
+    def _attend_fast(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
         """The attention of channels_last patches as batched matrix products.
 
         q, k and v come out token-contiguous, (N, C, p²), so their normalisation over the
@@ -184,8 +230,8 @@ class ISA(nn.Module):
         """
         n, c, p, _ = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(n, p * p, c)
-        weight = self.qkv.weight.expand(n, -1, -1)
-        q, k, v = torch.baddbmm(self.qkv.bias[:, None], weight, tokens.mT).chunk(3, dim=1)
+        weight = weight.expand(n, -1, -1)
+        q, k, v = torch.baddbmm(bias[:, None], weight, tokens.mT).chunk(3, dim=1)
         q = F.normalize(q, dim=-1).mul_(self.temperature)
         attention = torch.bmm(q, F.normalize(k, dim=-1).mT).softmax(dim=-1)  # (N, C, C)
         out = torch.bmm(v.mT, attention.mT)  # (N, p², C)
@@ -210,10 +256,11 @@ class SDA(nn.Module):
         self.proj_first = nn.Sequential(nn.Conv2d(dim, dim * 2, 1))
         self.proj_last = nn.Sequential(nn.Conv2d(dim, dim, 1))
         self._folded = FoldedCache()
+        self._folded_first = FoldedCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_path():
-            return self._forward_fast(x)
+            return self.after_norm(x, NO_NORM)
         attention, value = self.proj_first(x).chunk(2, dim=1)
         if self.training:
             # The dilated conv by phases when training: besides being faster, it avoids
@@ -226,14 +273,16 @@ class SDA(nn.Module):
             attention = self.DConvs(attention)
         return self.proj_last(value * attention) * self.scale
 
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Gradients off: ``proj_first`` as two convs (dense halves, one freed early), the
-        dilated conv by phases, the product in place and ``scale`` folded into ``proj_last``."""
-        first = self.proj_first[0]
-        dim = first.out_channels // 2
+    def after_norm(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``self(norm(x))`` with gradients off: the norm's conv folded into ``proj_first``,
+        ``proj_first`` as two convs (dense halves, one freed early), the dilated conv by
+        phases, the product in place and ``scale`` folded into ``proj_last``."""
+        x = norm_without_conv(norm, x)
+        first_weight, first_bias = first_layer_after(norm, self.proj_first[0], self._folded_first)
+        dim = first_weight.shape[0] // 2
         dense, dilated, pointwise = self.DConvs
         # Step by step, so that each full-size map is freed as soon as the next exists.
-        attention = dense(F.conv2d(x, first.weight[:dim], first.bias[:dim]))
+        attention = dense(F.conv2d(x, first_weight[:dim], first_bias[:dim]))
         grid = map_to_phases(attention, dilated.dilation[0])
         attention = None
         grid = conv_on_phases(grid, dilated)
@@ -242,7 +291,7 @@ class SDA(nn.Module):
         # The 1×1 convs in place, in bands: no other full-size map is needed.
         band = band_rows_for(x.shape[-1], FFN_BAND_PIXELS)
         update_in_bands_(attention, pointwise, attention, band, halo=0)
-        value_half = (first.weight[dim:], first.bias[dim:])
+        value_half = (first_weight[dim:], first_bias[dim:])
         update_in_bands_(
             attention, lambda rows: F.conv2d(rows, *value_half), x, band, 0, torch.Tensor.mul_
         )
@@ -348,7 +397,7 @@ class PreNormLayer(nn.Module):
         """The layer applied to ``x`` in place (gradients off; ``x`` must be the caller's
         own): no map is allocated for either residual sum."""
         norm1, norm2 = (getattr(self, name) for name in self.norm_names)
-        x.add_(getattr(self, self.mixer_name)(norm1(x)))
+        x.add_(getattr(self, self.mixer_name).after_norm(x, norm1))
         return self.ffn.add_to(x, norm2)
 
 
