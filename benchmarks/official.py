@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         for variant in networks:
             print(f"{variant}: allocator {allocator}, {load}", file=sys.stderr, flush=True)
             rows.append(measure_condition(variant, allocator, load, args))
-    info = machine()
+    info = {**machine(), "threads": str(args.threads)}
     table = markdown(rows, info)
     print(table)
     if args.markdown:
