@@ -61,8 +61,8 @@ def map_in_bands(
     for rows, context, crop in row_bands(x.shape[-2], band_rows, halo):
         part = fn(x[:, :, context])[:, :, crop]
         if out is None:
-            layout = torch.channels_last if is_channels_last(part) else torch.contiguous_format
             shape = (x.shape[0], part.shape[1], *x.shape[-2:])
+            layout = memory_format_of(part)
             out = torch.empty(shape, dtype=part.dtype, device=x.device, memory_format=layout)
         out[:, :, rows] = part
     assert out is not None, "a map with no rows"
@@ -113,6 +113,12 @@ def _write_rows(
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether an (N, C, H, W) map with several channels is laid out channels_last."""
     return x.shape[1] > 1 and x.stride(1) == 1
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels_last map (:func:`is_channels_last`), else
+    ``torch.contiguous_format``: the layout to give a new map like ``x``."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
 def band_rows_for(width: int, pixels: int, minimum: int = 1) -> int:
@@ -190,8 +196,8 @@ def pixel_shuffle_in_bands(
     for rows, context, crop in row_bands(height, UPSAMPLE_BAND_ROWS):
         band = F.pixel_shuffle(conv(x[:, :, context])[:, :, crop], scale)
         if out is None:
-            layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
             shape = (x.shape[0], band.shape[1], height * scale, x.shape[-1] * scale)
+            layout = memory_format_of(x)
             out = torch.empty(shape, dtype=band.dtype, device=x.device, memory_format=layout)
         out[:, :, rows.start * scale : rows.stop * scale] = band
     assert out is not None, "a map with no rows"

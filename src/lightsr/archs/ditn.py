@@ -153,7 +153,7 @@ class GatedDConvFFN(nn.Module):
         result, and is added only after the next band has read its last row.
         """
         height, width = x.shape[-2:]
-        band = max(1, FFN_BAND_PIXELS // width)
+        band = band_rows_for(width, FFN_BAND_PIXELS)
         weight, bias = first_layer_after(norm, self.project_in, self._folded)
 
         def hidden_of(rows: torch.Tensor) -> torch.Tensor:
@@ -484,7 +484,7 @@ class UFONE(nn.Module):
         """Gradients off: the ITLs see one band of patch rows at a time (patches never
         interact there), so only a band's attention and FFN maps exist at once."""
         patch = self.patch_size
-        band = max(1, ITL_BAND_PIXELS // (x.shape[-1] * patch)) * patch
+        band = band_rows_for(x.shape[-1] * patch, ITL_BAND_PIXELS) * patch
         local = torch.empty_like(x, memory_format=torch.channels_last)
         for start in range(0, x.shape[-2], band):
             rows = slice(start, start + band)
