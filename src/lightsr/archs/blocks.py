@@ -121,6 +121,13 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
+def chain(
+    first: Callable[[torch.Tensor], torch.Tensor], second: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``second(first(x))`` as one callable, for the banded helpers."""
+    return lambda x: second(first(x))
+
+
 def band_rows_for(width: int, pixels: int, minimum: int = 1) -> int:
     """Rows per band so that a band holds about ``pixels`` pixels (at least ``minimum``)."""
     return max(minimum, pixels // width)

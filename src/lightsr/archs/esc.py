@@ -45,6 +45,7 @@ from torch import nn
 
 from lightsr.archs.blocks import (
     band_rows_for,
+    chain,
     fast_path,
     grouped_attention,
     map_in_bands,
@@ -416,22 +417,16 @@ class Block(nn.Module):
         windows at a time and every residual sum in place, so that besides ``x`` only the
         block's features and one ConvFFN output exist in full. ``x`` is left as it was."""
         band = band_rows_for(x.shape[-1], BAND_PIXELS)
-        features = map_in_bands(_chain(self.ln_proj, self.proj), x, band)
+        features = map_in_bands(chain(self.ln_proj, self.proj), x, band)
         self.attn.add_to_(features, self.ln_attn)
         for norm, pconv, convffn in zip(self.lns, self.pconvs, self.convffns, strict=True):
-            hidden = map_in_bands(_chain(norm, convffn), features, band)
+            hidden = map_in_bands(chain(norm, convffn), features, band)
             pdim = pconv.plk.pdim
             hidden[:, :pdim] = pconv.plk.mix(hidden[:, :pdim], *shared)
             update_in_bands_(features, pconv.aggr, hidden, band, halo=0, combine=torch.Tensor.add_)
             hidden = None
-        update_in_bands_(features, _chain(self.ln_out, self.conv_out), features, band)
+        update_in_bands_(features, chain(self.ln_out, self.conv_out), features, band)
         return features.add_(x)
-
-
-def _chain(
-    first: Callable[[torch.Tensor], torch.Tensor], second: Callable[[torch.Tensor], torch.Tensor]
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: second(first(x))
 
 
 def d4_average(kernel: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,9 @@ from lightsr.archs.blocks import (
     PixelShuffleUpsampler,
     band_rows_for,
     bn_scale_shift,
+    chain,
     fast_path,
     map_in_bands,
-    row_bands,
     update_in_bands_,
 )
 from lightsr.archs.registry import (
@@ -225,11 +225,8 @@ class HFAB(nn.Module):
         The full-size attention map is never built: ``excitate`` runs on bands of rows of
         the narrow branch, each with one row of context on either side.
         """
-        branch = self._branch_fast(x)
-        for rows, context, crop in row_bands(x.shape[-2], band_rows):
-            attention = self.excitate(branch[:, :, context])[:, :, crop]
-            x[:, :, rows].mul_(attention.sigmoid_())
-        return x
+        attention = chain(self.excitate, torch.sigmoid_)
+        return update_in_bands_(x, attention, self._branch_fast(x), band_rows, 1, torch.Tensor.mul_)
 
     def branch_convs(self) -> list[nn.Conv2d]:
         """The deploy-form branch convs in order, squeeze to excitate."""
@@ -369,7 +366,7 @@ class FMEN(nn.Module):
         """
         band = band_rows_for(x.shape[-1], BAND_PIXELS, minimum=2)  # an ERB's halo
         conv, hfab = self.warmup
-        h = map_in_bands(lambda rows: conv(self.head(rows)), x, band, halo=2)
+        h = map_in_bands(chain(self.head, conv), x, band, halo=2)
         h = hfab.gate_(h) if self.deploy else hfab(h)
         for erb, hfab in zip(self.ERBs, self.HFABs, strict=True):
             h = update_in_bands_(h, erb, h, band, halo=2)  # two 3×3 convs
